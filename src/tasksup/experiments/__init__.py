@@ -1,0 +1,43 @@
+"""One module per experiment (paper figure), each driven by a YAML config.
+
+An experiment module defines:
+
+- ``Config``: a dataclass of its settings (subclassing :class:`CommonConfig`), documented defaults;
+- ``check(cfg)``: validate what can be validated before a model is loaded (optional);
+- ``run(cfg, lm, run_dir, progress)``: compute and append per-prompt records, skipping done ones;
+- ``summarize(records, cfg) -> (summary_dict, csv_rows)``;
+- ``plot(records, summary, cfg, out_dir) -> list of written paths``.
+
+The config's ``experiment:`` key picks the module (default ``mixture``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+from tasksup.errors import TasksupError
+
+EXPERIMENTS = {
+    "mixture": "tasksup.experiments.mixture",
+}
+
+
+@dataclass
+class CommonConfig:
+    """Settings every experiment shares."""
+
+    experiment: str = "mixture"
+    model: str | None = None  # HF directory or hub id; `--model` on the command line overrides it
+    seed: int = 0  # prompt i is drawn from numpy's default_rng([seed, i]): reproducible and resumable
+    dtype: str = "float32"  # float32 (exact on CPU) | bfloat16 | float16
+    device: str | None = None  # default: cuda when available, else cpu
+    device_map: str | None = None  # "auto": spread a large model over the available devices (accelerate)
+    batch_size: int = 8  # prompts scored in one batched forward pass
+    task_files: list[str] = field(default_factory=list)  # YAML files declaring extra tasks (tasks/declared.py)
+
+
+def get_experiment(name: str):
+    if name not in EXPERIMENTS:
+        raise TasksupError(f"unknown experiment {name!r} (known: {', '.join(sorted(EXPERIMENTS))})")
+    return importlib.import_module(EXPERIMENTS[name])

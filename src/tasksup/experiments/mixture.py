@@ -1,0 +1,102 @@
+"""Fig. 2 (§3): a uniform (or any) mixture of K tasks' examples; the probability of each task's answer.
+
+Per prompt: the K answer probabilities (Eq. 3, exact), ``other``, both KLs, tokenization flags and,
+with ``top_k``, the exact top-K complete outputs and r.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from tasksup import metrics
+from tasksup.experiments import CommonConfig
+from tasksup.tasks import PromptBuilder, example_counts, normalize_mixture, resolve_tasks
+
+
+@dataclass
+class Config(CommonConfig):
+    tasks: str | list[str] = "add_translate"  # a family or a list of task names sharing one input space
+    mixture: str | list = "uniform"  # the in-context distribution D (numbers or fractions like "1/12")
+    n_examples: int = 80  # m; the paper's Fig. 2 uses 20 examples per task (80 for K=4, 60 for K=3)
+    n_prompts: int = 100
+    order: str = "random"  # random | blocked
+    delimiter: str = "\n"
+    terminator: str | None = None  # appended to every answer when scoring (paper: none)
+    tokenization: str = "in_context"  # in_context | separate (Eq. 3 literally; see scoring.py)
+    top_k: int = 0  # > 0: also find the exact top-k complete outputs (ended by the delimiter) and r
+    top_max_tokens: int = 16
+    title: str = ""
+
+
+def check(cfg: Config) -> None:
+    tasks = resolve_tasks(cfg.tasks)
+    example_counts(normalize_mixture(cfg.mixture, len(tasks)), cfg.n_examples)
+    PromptBuilder(tasks, cfg.delimiter)
+
+
+def build_prompt(cfg: Config, builder: PromptBuilder, index: int):
+    rng = np.random.default_rng([cfg.seed, index])
+    return builder.build(cfg.mixture, cfg.n_examples, rng, order=cfg.order, terminator=cfg.terminator)
+
+
+def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dict]:
+    """Score a batch of prompts; one JSON-ready record each (the core keys every experiment shares)."""
+    plans = lm.plan([p.text for p in prompts], [p.answers for p in prompts], cfg.terminator, cfg.tokenization)
+    logprobs = lm.score_plans(plans)
+    records = []
+    for i, p, plan, lp in zip(indices, prompts, plans, logprobs):
+        probs = np.exp(lp)
+        rec = {
+            "index": i, "prompt": p.text, "tasks": p.tasks, "mixture": p.mixture, "counts": p.counts,
+            "answers": p.answers, "logprobs": lp.tolist(), "probs": probs.tolist(),
+            "other": float(metrics.other_mass(probs)), "kl": float(metrics.kl_paper(p.mixture, lp)),
+            "kl_normalized": float(metrics.kl_normalized(p.mixture, lp)),
+            "boundary_merge": plan.boundary_merge, "separate_differs": plan.separate_differs,
+            "collision_resamples": p.collision_resamples, "leak_resamples": p.leak_resamples,
+        }
+        if cfg.top_k > 0:
+            found = lm.search(p.text, k=cfg.top_k, stop=cfg.delimiter, max_tokens=cfg.top_max_tokens)
+            rec["top"] = [[o, pr] for o, pr in found.outputs]
+            rec["r"] = metrics.tasks_in_top(p.answers, [o for o, _ in found.outputs])
+        records.append(rec)
+    return records
+
+
+def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
+    builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+    todo = [i for i in range(cfg.n_prompts) if i not in run_dir.done()]
+    bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)
+    for start in range(0, len(todo), cfg.batch_size):
+        idx = todo[start:start + cfg.batch_size]
+        run_dir.append(score_record(cfg, lm, [build_prompt(cfg, builder, i) for i in idx], idx))
+        bar.update(len(idx))
+    bar.close()
+
+
+def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
+    tasks = records[0]["tasks"]
+    probs = np.array([r["probs"] for r in records])
+    summary = {"n_prompts": len(records), "tasks": tasks, "mixture": records[0]["mixture"], "per_task": {}}
+    rows = []
+    for k, name in enumerate(tasks):
+        summary["per_task"][name] = metrics.quartiles(probs[:, k])
+        rows.append({"quantity": name, **summary["per_task"][name]})
+    for key in ("other", "kl", "kl_normalized") + (("r",) if "r" in records[0] else ()):
+        summary[key] = metrics.quartiles([r[key] for r in records])
+        rows.append({"quantity": key, **summary[key]})
+    summary["boundary_merges"] = int(sum(any(r["boundary_merge"]) for r in records))
+    summary["separate_differs"] = int(sum(any(r["separate_differs"]) for r in records))
+    summary["collision_resamples"] = int(sum(r["collision_resamples"] for r in records))
+    return summary, rows
+
+
+def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
+    from tasksup.plots import task_boxplot
+
+    probs = np.array([r["probs"] for r in records])
+    other = np.array([r["other"] for r in records])
+    title = cfg.title or f"{cfg.model}: {', '.join(summary['tasks'])}"
+    return task_boxplot(probs, other, summary["tasks"], summary["mixture"], title, out_dir / "fig2")

@@ -1,0 +1,50 @@
+"""Metrics of task superposition. Inputs are per-prompt arrays over the K tasks.
+
+- ``other`` = 1 - sum_k P_k: probability on anything but the K task answers.
+- ``kl_paper`` = sum_k D_k log(D_k / P_k) over tasks with D_k > 0, with the *raw* answer
+  probabilities P (not renormalised): what the paper's released code computes, so the numbers
+  compare with its Fig. 6. (Eq. 2 in the paper writes KL(P||D); the code computes KL(D||P).)
+- ``kl_normalized``: the same with P renormalised over the K answers, P_k / sum_j P_j, i.e. a proper
+  KL divergence between two distributions over tasks (0 iff the model's split over tasks equals D).
+- ``r``: how many of the K task answers are among the model's exact top-K complete outputs.
+
+Both KLs are computed from log-probabilities, so a task answer with probability 1e-300 does not
+need clipping.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+
+
+def other_mass(probs: np.ndarray) -> np.ndarray:
+    return 1.0 - np.asarray(probs).sum(-1)
+
+
+def kl_paper(mixture: Sequence[float], logprobs: np.ndarray) -> np.ndarray:
+    """sum_k D_k (log D_k - log P_k), raw P (see module doc). Works on [K] or [n, K] logprobs."""
+    d = np.asarray(mixture, dtype=float)
+    lp = np.asarray(logprobs, dtype=float)
+    on = d > 0
+    return (d[on] * (np.log(d[on]) - lp[..., on])).sum(-1)
+
+
+def kl_normalized(mixture: Sequence[float], logprobs: np.ndarray) -> np.ndarray:
+    """KL(D || P / sum P): the paper's formula on the model's distribution over the K tasks."""
+    lp = np.asarray(logprobs, dtype=float)
+    return kl_paper(mixture, lp - logsumexp(lp, axis=-1, keepdims=True))
+
+
+def tasks_in_top(answers: Sequence[str], outputs: Iterable[str]) -> int:
+    """r: the number of task answers among the given top outputs."""
+    top = set(outputs)
+    return sum(a in top for a in answers)
+
+
+def quartiles(values: Sequence[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    return {"mean": float(v.mean()), "median": float(med), "q1": float(q1), "q3": float(q3)}

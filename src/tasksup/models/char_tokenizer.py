@@ -1,0 +1,29 @@
+"""A character-level tokenizer saved as a standard Hugging Face fast tokenizer.
+
+Our from-scratch models read one character per token, so that arithmetic and retrieval are not
+confounded by BPE merges. The tokenizer is an ordinary ``PreTrainedTokenizerFast`` (a WordLevel
+model over single characters), so a checkpoint directory loads with ``AutoTokenizer`` like any
+Hugging Face model.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Iterable
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+BASE_ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"
+
+
+def build_char_tokenizer(extra_chars: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """Printable ASCII plus ``extra_chars`` (e.g. accented letters of number words), one token each."""
+    chars = list(dict.fromkeys(BASE_ALPHABET + "".join(sorted(set("".join(extra_chars)) - set(BASE_ALPHABET)))))
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, EOS] + chars)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS,
+                                   clean_up_tokenization_spaces=False)

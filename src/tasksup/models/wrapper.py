@@ -1,0 +1,126 @@
+"""The one model wrapper every experiment uses: exact answer probabilities and top-k outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tasksup.errors import TasksupError
+from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, run_plans
+
+
+class LanguageModel:
+    """A Hugging Face causal LM and its tokenizer.
+
+    ``answer_logprobs``/``answer_probs`` give exact probabilities of given answers; ``top_outputs``
+    the exact k most probable complete outputs. See :mod:`tasksup.scoring` for the definitions.
+    """
+
+    def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, gguf_file: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.batch_size = batch_size
+        self.gguf_file = gguf_file
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+        eos = tokenizer.eos_token_id
+        self.eos_ids = {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None}
+
+    # -- tokenization ----------------------------------------------------------------------
+    @property
+    def max_context(self) -> int | None:
+        cfg = self.model.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids with the tokenizer's special tokens (a BOS where the model expects one)."""
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def encode_bare(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _check_length(self, n_tokens: int) -> None:
+        limit = self.max_context
+        if limit is not None and n_tokens > limit:
+            raise TasksupError(f"prompt and answer need {n_tokens} tokens, longer than the model's context of {limit}")
+
+    # -- scoring ---------------------------------------------------------------------------
+    def plan(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
+             tokenization: str = "in_context") -> list[ScoringPlan]:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if answers and isinstance(answers[0], str):
+            answers = [list(answers)] * len(prompts)
+        if len(answers) != len(prompts):
+            raise TasksupError(f"{len(prompts)} prompts but {len(answers)} answer lists")
+        if len({len(a) for a in answers}) > 1:
+            raise TasksupError("every prompt needs the same number of answers")
+        plans = [plan_scoring(self.encode, self.encode_bare, p, a, terminator, tokenization)
+                 for p, a in zip(prompts, answers)]
+        for pl in plans:
+            self._check_length(len(pl.prefix) + max(len(r) for r in pl.rows))
+        return plans
+
+    def score_plans(self, plans: Sequence[ScoringPlan], batch_size: int | None = None) -> np.ndarray:
+        bs = batch_size or self.batch_size
+        out = []
+        for i in range(0, len(plans), bs):
+            out.extend(run_plans(self.model, plans[i:i + bs], self.pad_id))
+        return np.stack(out)
+
+    def answer_logprobs(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
+                        tokenization: str = "in_context", batch_size: int | None = None) -> np.ndarray:
+        """log P(answer_k | prompt_i) as an [n, K] float64 array.
+
+        ``answers``: one list of K answers per prompt, or one list of K shared by all prompts.
+        """
+        return self.score_plans(self.plan(prompts, answers, terminator, tokenization), batch_size)
+
+    def answer_probs(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
+                     tokenization: str = "in_context", batch_size: int | None = None) -> np.ndarray:
+        """P(answer_k | prompt_i) as an [n, K] array (exp of :meth:`answer_logprobs`)."""
+        return np.exp(self.answer_logprobs(prompts, answers, terminator, tokenization, batch_size))
+
+    # -- exact top-k -----------------------------------------------------------------------
+    def search(self, prompt: str, k: int = 6, stop: str | None = "\n", max_tokens: int = 8) -> SearchResult:
+        ids = self.encode(prompt)
+        self._check_length(len(ids) + max_tokens)
+        return best_first_outputs(self.model, self.tokenizer, ids, k, stop, max_tokens, self.eos_ids)
+
+    def top_outputs(self, prompt: str, k: int = 6, stop: str | None = "\n", max_tokens: int = 8) -> list[tuple[str, float]]:
+        """The exact k most probable complete outputs ``[(text, probability), ...]``, best first."""
+        return self.search(prompt, k, stop, max_tokens).outputs
+
+    # -- provenance ------------------------------------------------------------------------
+    def identity(self) -> dict:
+        """What a results file needs to say which model produced it."""
+        cfg = self.model.config
+        fingerprint = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
+        path = os.path.expanduser(self.name)
+        if os.path.isdir(path):
+            for f in sorted(os.listdir(path)):
+                if f.endswith((".safetensors", ".bin", ".gguf")):
+                    fingerprint.update(f"{f}:{os.path.getsize(os.path.join(path, f))}".encode())
+        return {
+            "name": self.name,
+            "class": type(self.model).__name__,
+            "model_type": getattr(cfg, "model_type", None),
+            "n_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "device": str(next(self.model.parameters()).device),
+            "commit": getattr(cfg, "_commit_hash", None),
+            "gguf_file": self.gguf_file,
+            "fingerprint": fingerprint.hexdigest()[:16],
+        }
+
+    def __repr__(self) -> str:
+        return f"LanguageModel({self.name!r}, {type(self.model).__name__})"

