@@ -44,17 +44,16 @@ def build_prompt(cfg: Config, builder: PromptBuilder, index: int):
 
 def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dict]:
     """Score a batch of prompts; one JSON-ready record each (the core keys every experiment shares)."""
-    plans = lm.plan([p.text for p in prompts], [p.answers for p in prompts], cfg.terminator, cfg.tokenization)
-    logprobs = lm.score_plans(plans)
+    scores = lm.score([p.text for p in prompts], [p.answers for p in prompts], cfg.terminator, cfg.tokenization)
     records = []
-    for i, p, plan, lp in zip(indices, prompts, plans, logprobs):
+    for j, (i, p, lp) in enumerate(zip(indices, prompts, scores.logprobs)):
         probs = np.exp(lp)
         rec = {
             "index": i, "prompt": p.text, "tasks": p.tasks, "mixture": p.mixture, "counts": p.counts,
             "answers": p.answers, "logprobs": lp.tolist(), "probs": probs.tolist(),
             "other": float(metrics.other_mass(probs)), "kl": float(metrics.kl_paper(p.mixture, lp)),
             "kl_normalized": float(metrics.kl_normalized(p.mixture, lp)),
-            "boundary_merge": plan.boundary_merge, "separate_differs": plan.separate_differs,
+            "boundary_merge": scores.boundary_merge[j], "separate_differs": scores.separate_differs[j],
             "collision_resamples": p.collision_resamples, "leak_resamples": p.leak_resamples,
         }
         if cfg.top_k > 0:

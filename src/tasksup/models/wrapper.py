@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -12,6 +13,15 @@ import torch
 
 from tasksup.errors import TasksupError
 from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, run_plans
+
+
+@dataclass
+class Scores:
+    """Answer log-probabilities of n prompts x K answers, with per-answer tokenization flags."""
+
+    logprobs: np.ndarray  # [n, K] float64
+    boundary_merge: list[list[bool]]  # tok(prompt) is not a prefix of tok(prompt + answer)
+    separate_differs: list[list[bool]]  # tok(prompt) + tok(answer) != tok(prompt + answer)
 
 
 class LanguageModel:
@@ -77,13 +87,20 @@ class LanguageModel:
             out.extend(run_plans(self.model, plans[i:i + bs], self.pad_id))
         return np.stack(out)
 
+    def score(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
+              tokenization: str = "in_context", batch_size: int | None = None) -> Scores:
+        """Log-probabilities and tokenization flags; what experiments record per prompt."""
+        plans = self.plan(prompts, answers, terminator, tokenization)
+        return Scores(self.score_plans(plans, batch_size), [p.boundary_merge for p in plans],
+                      [p.separate_differs for p in plans])
+
     def answer_logprobs(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
                         tokenization: str = "in_context", batch_size: int | None = None) -> np.ndarray:
         """log P(answer_k | prompt_i) as an [n, K] float64 array.
 
         ``answers``: one list of K answers per prompt, or one list of K shared by all prompts.
         """
-        return self.score_plans(self.plan(prompts, answers, terminator, tokenization), batch_size)
+        return self.score(prompts, answers, terminator, tokenization, batch_size).logprobs
 
     def answer_probs(self, prompts: Sequence[str] | str, answers, terminator: str | None = None,
                      tokenization: str = "in_context", batch_size: int | None = None) -> np.ndarray:
