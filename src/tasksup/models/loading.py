@@ -37,19 +37,27 @@ def load_tokenizer(source: str, *, gguf_file: str | None = None, trust_remote_co
 
 def load_model(name_or_path: str, *, dtype: str | None = None, device: str | None = None,
                device_map: str | None = None, batch_size: int = 8, gguf_file: str | None = None,
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, **remote):
     """A causal LM and its tokenizer, wrapped for scoring.
 
     ``name_or_path``: a local directory (ours or any Hugging Face causal LM) or a hub id.
     ``dtype``: ``float32`` (default: exact on CPU), ``bfloat16`` or ``float16``.
     ``device``: ``cpu``/``cuda``/... (default: CUDA when available); ``device_map="auto"`` instead
     spreads a model too large for one device over all of them (accelerate).
+    ``openai:MODEL``: a model behind an OpenAI-compatible server; ``remote`` takes ``base_url`` and
+    the settings of :func:`tasksup.models.remote.load_remote_model` (docs/remote.md).
     """
     from transformers import AutoModelForCausalLM
 
     from tasksup.models.wrapper import LanguageModel
 
     name = str(name_or_path)
+    if name.startswith("openai:"):
+        from tasksup.models.remote import load_remote_model
+
+        return load_remote_model(name, batch_size=batch_size, **remote)
+    if remote:
+        raise TasksupError(f"{', '.join(sorted(remote))}: settings of openai:MODEL models only")
     expanded = os.path.expanduser(name)
     if os.path.exists(expanded):
         if not os.path.isdir(expanded):
