@@ -124,9 +124,29 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 @torch.inference_mode()
-def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int) -> list[np.ndarray]:
-    """Answer log-probabilities (float64 arrays, one per plan) for a batch of plans."""
+def prompt_pass(model, prompt_ids: Sequence[int]):
+    """One unpadded forward over a prompt: ``(logits of its last position [1, 1, V], KV cache)``.
+
+    Both :func:`run_plans` (``prefix_state``) and :func:`best_first_outputs` (``prompt_state``) can
+    start from it, so scoring a prompt's answers and searching its top-k need one prompt pass. The
+    cache is modified in place by whatever continues it: give each user its own copy.
+    """
     device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids)], device=device)
+    return _forward(model, ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=device)[None],
+                    keep_last_only=True)
+
+
+@torch.inference_mode()
+def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=None) -> list[np.ndarray]:
+    """Answer log-probabilities (float64 arrays, one per plan) for a batch of plans.
+
+    ``prefix_state``: for a single plan, :func:`prompt_pass` over exactly its ``prefix`` (consumed),
+    instead of running the prefix here.
+    """
+    device = next(model.parameters()).device
+    if prefix_state is not None and len(plans) != 1:
+        raise ValueError("prefix_state serves a single plan")
     b = len(plans)
     cmax = max(len(p.prefix) for p in plans)
     ids = torch.full((b, cmax), pad_id, dtype=torch.long)
@@ -135,7 +155,10 @@ def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int) -> list[np.ndarr
         ids[i, cmax - len(p.prefix):] = torch.tensor(p.prefix)
         mask[i, cmax - len(p.prefix):] = 1
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    last_logits, cache = _forward(model, ids.to(device), mask.to(device), pos.to(device), keep_last_only=True)
+    if prefix_state is None:
+        last_logits, cache = _forward(model, ids.to(device), mask.to(device), pos.to(device), keep_last_only=True)
+    else:
+        last_logits, cache = prefix_state
 
     owner = [i for i, p in enumerate(plans) for _ in p.rows]
     rows = [r for p in plans for r in p.rows]
@@ -183,12 +206,18 @@ class SearchResult:
     prompt_tokens: int = 0
 
 
+CHILD_CHUNK = 64  # children an expanded node keeps, best first; further ones are recomputed on demand
+
+
 @dataclass
 class _Node:
+    """A search node and a window of its children: ranks first_rank .. first_rank + len(sorted_ids) - 1."""
+
     tokens: tuple[int, ...]
     logp: float
     sorted_logp: np.ndarray = field(repr=False)
     sorted_ids: np.ndarray = field(repr=False)
+    first_rank: int = 0
 
 
 class _CachedStepper:
@@ -198,13 +227,11 @@ class _CachedStepper:
     and feeds only the tokens that differ (usually one: best-first mostly extends the last path).
     """
 
-    def __init__(self, model, prompt_ids: list[int]):
+    def __init__(self, model, prompt_ids: list[int], prompt_state=None):
         self.model = model
         self.device = next(model.parameters()).device
         self.n_prompt = len(prompt_ids)
-        ids = torch.tensor([prompt_ids], device=self.device)
-        logits, self.cache = _forward(model, ids, torch.ones_like(ids), torch.arange(len(prompt_ids), device=self.device)[None],
-                                      keep_last_only=True)
+        logits, self.cache = prompt_state if prompt_state is not None else prompt_pass(model, prompt_ids)
         self.root_logp = torch.log_softmax(logits[0, -1].float(), -1)
         self.path: tuple[int, ...] = ()
         self.forward_tokens = 0
@@ -228,62 +255,91 @@ class _CachedStepper:
         return torch.log_softmax(logits[0, -1].float(), -1)
 
 
+class OutputReader:
+    """When a generated token path is a complete output, and its text (shared by every decoder).
+
+    A path is complete when its decoded text contains ``stop`` (the output is the text before it)
+    or when its last token is an EOS (the output is the text before that token). Paths are decoded
+    after the prompt's last 8 tokens, so that a tokenizer whose decoding depends on the left context
+    (a leading-space marker, a multi-byte character) gives the text the path adds to the prompt.
+    """
+
+    def __init__(self, tokenizer, prompt_ids: Sequence[int], stop: str | None, eos_ids: set[int]):
+        self.tokenizer, self.stop, self.eos_ids = tokenizer, stop, eos_ids
+        self.anchor = list(prompt_ids[-8:])
+        self.anchor_text = self._decode(self.anchor)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def text(self, path: Sequence[int]) -> str:
+        return self._decode(self.anchor + list(path))[len(self.anchor_text):]
+
+    def complete(self, path: Sequence[int]) -> str | None:
+        """The output text if ``path`` is complete, else None."""
+        if path[-1] in self.eos_ids:
+            return self.text(path[:-1])
+        text = self.text(path)
+        if self.stop is not None and self.stop in text:
+            return text.split(self.stop, 1)[0]
+        return None
+
+
 @torch.inference_mode()
 def best_first_outputs(model, tokenizer, prompt_ids: list[int], k: int, stop: str | None, max_tokens: int,
-                       eos_ids: set[int]) -> SearchResult:
+                       eos_ids: set[int], prompt_state=None) -> SearchResult:
     """The exact k most probable complete outputs, by best-first (uniform-cost) search.
 
     A token path is *complete* when its decoded text contains ``stop`` (the output is the text
     before it) or when it ends with an EOS token. Probabilities only shrink as a path grows, so
     popping paths in order of probability yields complete outputs in order of probability: the
-    result is exact, not a beam approximation. Each expanded node keeps its children sorted and
-    only its best not-yet-popped child sits in the heap (lazy sibling push), so the heap stays small.
+    result is exact, not a beam approximation. Each expanded node keeps its best ``CHILD_CHUNK``
+    children sorted (the next ones are recomputed if ever needed) and only its best not-yet-popped
+    child sits in the heap (lazy sibling push), so heap and memory stay small even when a flat
+    distribution makes the search expand thousands of nodes.
 
     Different token paths can decode to the same string (another tokenization of "174", or "\\n"
     versus "\\n\\n" as the terminator). Outputs are distinct strings: a string's probability is that
     of its most probable token path (found first); later paths to the same string are counted in
-    ``duplicates`` and not added. This matches ``answer_probs(..., terminator=stop)``, which scores
-    the single canonical tokenization.
+    ``duplicates`` and not added. This equals ``answer_probs(..., terminator=stop)``, which scores
+    the single canonical tokenization, whenever that tokenization is the most probable path (the
+    usual case); otherwise it is larger (e.g. "is" + "\\n\\n" beating "is" + "\\n").
     """
     if k < 1 or max_tokens < 1:
         raise TasksupError("top_outputs needs k >= 1 and max_tokens >= 1")
     if stop is None and not eos_ids:
         raise TasksupError("top_outputs needs a stop string or a tokenizer with an EOS token")
-    stepper = _CachedStepper(model, prompt_ids)
-    anchor = prompt_ids[-8:]
-    anchor_text = tokenizer.decode(anchor, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    stepper = _CachedStepper(model, prompt_ids, prompt_state)
+    reader = OutputReader(tokenizer, prompt_ids, stop, eos_ids)
 
-    def text_of(path: tuple[int, ...]) -> str:
-        full = tokenizer.decode(anchor + list(path), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return full[len(anchor_text):]
-
-    def expand(path: tuple[int, ...], logp: float) -> _Node:
+    def expand(path: tuple[int, ...], logp: float, first_rank: int = 0) -> _Node:
+        # Only a window of CHILD_CHUNK children is kept (memory per node O(chunk), not O(vocab): a flat
+        # distribution can need thousands of expansions); lazy sibling pushes rarely reach its end.
         lp = stepper.next_logp(path)
-        vals, idx = torch.sort(lp, descending=True)
-        return _Node(path, logp, vals.cpu().numpy().astype(np.float64), idx.cpu().numpy())
+        vals, idx = torch.topk(lp, min(first_rank + CHILD_CHUNK, lp.shape[-1]))
+        return _Node(path, logp, vals[first_rank:].cpu().numpy().astype(np.float64), idx[first_rank:].cpu().numpy(),
+                     first_rank)
 
     counter = itertools.count()
     heap: list = []
 
     def push_child(node: _Node, rank: int) -> None:
-        if rank < len(node.sorted_ids) and np.isfinite(node.sorted_logp[rank]):
-            heapq.heappush(heap, (-(node.logp + node.sorted_logp[rank]), next(counter), node, rank))
+        if rank == node.first_rank + len(node.sorted_ids) and len(node.sorted_ids) == CHILD_CHUNK:
+            window = expand(node.tokens, node.logp, rank)  # the next window of children, recomputed
+            node.sorted_logp, node.sorted_ids, node.first_rank = window.sorted_logp, window.sorted_ids, rank
+        i = rank - node.first_rank
+        if i < len(node.sorted_ids) and np.isfinite(node.sorted_logp[i]):
+            heapq.heappush(heap, (-(node.logp + node.sorted_logp[i]), next(counter), node, rank))
 
     push_child(expand((), 0.0), 0)
     outputs: dict[str, float] = {}
     duplicates = expansions = 0
     while heap and len(outputs) < k:
         neg, _, parent, rank = heapq.heappop(heap)
-        push_child(parent, rank + 1)
-        token = int(parent.sorted_ids[rank])
+        token = int(parent.sorted_ids[rank - parent.first_rank])
+        push_child(parent, rank + 1)  # may move parent's window: read the token first
         path = parent.tokens + (token,)
-        done_text = None
-        if token in eos_ids:
-            done_text = text_of(parent.tokens)
-        else:
-            text = text_of(path)
-            if stop is not None and stop in text:
-                done_text = text.split(stop, 1)[0]
+        done_text = reader.complete(path)
         if done_text is not None:
             if done_text in outputs:
                 duplicates += 1

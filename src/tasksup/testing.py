@@ -51,8 +51,12 @@ def tiny_config(arch: str, vocab_size: int, *, layers: int = 2, width: int = 32,
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
 
 
-def save_tiny_model(path: str | Path, arch: str, tokenizer=None, *, seed: int = 0, **config) -> Path:
-    """Build a random model of ``arch`` on ``tokenizer`` (default: our char tokenizer) and save both."""
+def save_tiny_model(path: str | Path, arch: str, tokenizer=None, *, seed: int = 0, sharpen: float = 8.0,
+                    **config) -> Path:
+    """Build a random model of ``arch`` on ``tokenizer`` (default: our char tokenizer) and save both.
+
+    ``sharpen`` scales the output embedding (1.0: the plain random init, near-uniform outputs).
+    """
     from transformers import AutoModelForCausalLM
 
     tokenizer = tokenizer or build_char_tokenizer()
@@ -61,7 +65,7 @@ def save_tiny_model(path: str | Path, arch: str, tokenizer=None, *, seed: int = 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():  # random init is near-uniform; sharpen it so that outputs differ by prompt
-        model.get_output_embeddings().weight.mul_(8.0)
+        model.get_output_embeddings().weight.mul_(sharpen)
     path = Path(path)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

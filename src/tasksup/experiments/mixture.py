@@ -44,7 +44,12 @@ def build_prompt(cfg: Config, builder: PromptBuilder, index: int):
 
 def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dict]:
     """Score a batch of prompts; one JSON-ready record each (the core keys every experiment shares)."""
-    scores = lm.score([p.text for p in prompts], [p.answers for p in prompts], cfg.terminator, cfg.tokenization)
+    texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
+    if cfg.top_k > 0:  # one prompt pass serves both the answers' scores and the top-k search
+        scores, found = lm.score_and_search(texts, answers, cfg.terminator, cfg.tokenization, k=cfg.top_k,
+                                            stop=cfg.delimiter, max_tokens=cfg.top_max_tokens)
+    else:
+        scores = lm.score(texts, answers, cfg.terminator, cfg.tokenization)
     records = []
     for j, (i, p, lp) in enumerate(zip(indices, prompts, scores.logprobs)):
         probs = np.exp(lp)
@@ -57,16 +62,16 @@ def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dic
             "collision_resamples": p.collision_resamples, "leak_resamples": p.leak_resamples,
         }
         if cfg.top_k > 0:
-            found = lm.search(p.text, k=cfg.top_k, stop=cfg.delimiter, max_tokens=cfg.top_max_tokens)
-            rec["top"] = [[o, pr] for o, pr in found.outputs]
-            rec["r"] = metrics.tasks_in_top(p.answers, [o for o, _ in found.outputs])
+            rec["top"] = [[o, pr] for o, pr in found[j].outputs]
+            rec["r"] = metrics.tasks_in_top(p.answers, [o for o, _ in found[j].outputs])
         records.append(rec)
     return records
 
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    todo = [i for i in range(cfg.n_prompts) if i not in run_dir.done()]
+    done = run_dir.done()  # read once: calling it per prompt re-parses the whole JSONL n_prompts times
+    todo = [i for i in range(cfg.n_prompts) if i not in done]
     bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)
     for start in range(0, len(todo), cfg.batch_size):
         idx = todo[start:start + cfg.batch_size]

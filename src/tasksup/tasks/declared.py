@@ -35,8 +35,25 @@ from tasksup.tasks.registry import InputSpace, Task, get_input_space, register_f
 
 SAFE_FUNCTIONS = {"str": str, "int": int, "abs": abs, "len": len, "min": min, "max": max, "words": number_words}
 SAFE_METHODS = {"upper", "lower", "strip", "title"}
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
-           ast.Mod: operator.mod, ast.Pow: operator.pow}
+MAX_EXPONENT = 64  # answers are short strings: refuse 9**9**9 rather than hang computing it
+MAX_REPEAT = 1000  # and "a" * 10**9 rather than exhaust memory
+
+
+def _bounded_pow(base, exponent):
+    if isinstance(exponent, int) and abs(exponent) > MAX_EXPONENT:
+        raise TasksupError(f"exponent {exponent} is larger than {MAX_EXPONENT}")
+    return operator.pow(base, exponent)
+
+
+def _bounded_mul(a, b):
+    if (isinstance(a, str) and isinstance(b, int) and b > MAX_REPEAT) or (
+            isinstance(b, str) and isinstance(a, int) and a > MAX_REPEAT):
+        raise TasksupError(f"a string repeated more than {MAX_REPEAT} times")
+    return operator.mul(a, b)
+
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _bounded_mul, ast.FloorDiv: operator.floordiv,
+           ast.Mod: operator.mod, ast.Pow: _bounded_pow}
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 

@@ -1,0 +1,164 @@
+"""`tasksup run` / `tasksup tasks` end to end on a tiny model: files, JSONL, resume, and bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tasksup.cli import app
+from tasksup.tasks import registry
+from tasksup.testing import save_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY_ADD = str(ROOT / "configs" / "fig2_copy_add.yaml")
+FAST = ["--set", "n_prompts=3", "--set", "top_k=2", "--set", "top_max_tokens=2", "--no-progress"]
+REGISTERED_TASKS, REGISTERED_FAMILIES = dict(registry._TASKS), dict(registry._FAMILIES)
+CORE_KEYS = {"prompt", "tasks", "mixture", "answers", "logprobs", "probs", "top"}
+
+
+def tasksup(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dirs):
+    return str(tiny_model_dirs["gpt2"])
+
+
+def test_run_writes_results(tmp_path, model, tiny_lm):
+    out = tmp_path / "run"
+    res = tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST)
+    assert res.exit_code == 0, res.output
+    for name in ("config.json", "run.json", "results.jsonl", "summary.json", "summary.csv", "fig2.png", "fig2.pdf"):
+        assert (out / name).is_file(), name
+    records = [json.loads(s) for s in lines(out / "results.jsonl")]
+    assert [r["index"] for r in records] == [0, 1, 2]
+    lm = tiny_lm("gpt2")
+    for r in records:
+        assert CORE_KEYS <= set(r)
+        assert r["tasks"] == ["copy_op1", "copy_op2", "add_ops"] and r["mixture"] == pytest.approx([1 / 3] * 3)
+        assert r["counts"] == [20, 20, 20] and len(r["prompt"].split("\n")) == 61
+        assert np.allclose(r["probs"], np.exp(r["logprobs"]))
+        assert np.allclose(r["logprobs"], lm.answer_logprobs(r["prompt"], r["answers"])[0], atol=1e-6)
+        assert r["other"] == pytest.approx(1 - sum(r["probs"]))
+        assert len(r["top"]) == 2 and r["r"] == sum(a in [o for o, _ in r["top"]] for a in r["answers"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_prompts"] == 3 and set(summary["per_task"]) == {"copy_op1", "copy_op2", "add_ops"}
+    assert summary["per_task"]["add_ops"]["median"] == pytest.approx(np.median([r["probs"][2] for r in records]))
+    for key in ("other", "kl", "kl_normalized", "r"):
+        assert set(summary[key]) == {"mean", "median", "q1", "q3"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["seed"] == 0 and run["model"]["model_type"] == "gpt2" and run["versions"]["torch"]
+    assert json.loads((out / "config.json").read_text())["n_prompts"] == 3
+
+
+def test_resume(tmp_path, model):
+    out = tmp_path / "run"
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0
+    first = lines(out / "results.jsonl")
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "n_prompts=5").exit_code == 0
+    grown = lines(out / "results.jsonl")
+    assert grown[:3] == first and [json.loads(s)["index"] for s in grown] == [0, 1, 2, 3, 4]
+    # the same command again computes nothing and duplicates nothing
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "n_prompts=5").exit_code == 0
+    assert lines(out / "results.jsonl") == grown
+    # an interrupted write leaves half a line: it is dropped and that prompt recomputed identically
+    text = (out / "results.jsonl").read_text()
+    (out / "results.jsonl").write_text(text[: len(text) - len(grown[-1]) // 2 - 1])
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "n_prompts=5").exit_code == 0
+    again = lines(out / "results.jsonl")
+    assert again[:4] == grown[:4] and len(again) == 5
+    redone, before = json.loads(again[4]), json.loads(grown[4])  # scored alone now, in a batch of 2 before
+    assert {k: v for k, v in redone.items() if k not in ("logprobs", "probs", "other", "kl", "kl_normalized", "top")} \
+        == {k: v for k, v in before.items() if k not in ("logprobs", "probs", "other", "kl", "kl_normalized", "top")}
+    assert np.allclose(redone["logprobs"], before["logprobs"], rtol=0, atol=1e-5)
+    assert json.loads((out / "run.json").read_text())["resumed"] == 3
+
+
+def test_different_config_in_same_dir_is_refused(tmp_path, model):
+    out = tmp_path / "run"
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0
+    before = (out / "results.jsonl").read_text()
+    res = tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "seed=1")
+    assert res.exit_code == 2 and "different config" in res.stderr
+    assert (out / "results.jsonl").read_text() == before
+
+
+@pytest.fixture(scope="module")
+def broken_models(tmp_path_factory, tiny_model_dirs):
+    root = tmp_path_factory.mktemp("broken")
+    corrupt = root / "corrupt"
+    shutil.copytree(tiny_model_dirs["gpt2"], corrupt)
+    with open(corrupt / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    (root / "not_a_model").mkdir()
+    empty_answer = root / "empty_answer.yaml"
+    empty_answer.write_text("tasks:\n  - {name: test_cli_empty, input: pair_at, answer: 'str(a)[5:]'}\n")
+    return {"corrupt": corrupt, "not_a_model": root / "not_a_model", "empty_answer": empty_answer,
+            "short": save_tiny_model(root / "short", "gpt2", context=256)}
+
+
+BAD_INPUTS = {
+    "unknown family": (["--set", "tasks=no_such_family"], "unknown task or family"),
+    "unknown task": (["--set", "tasks=[copy_op1,no_such_task]"], "unknown task 'no_such_task'"),
+    "D sum": (["--set", "mixture=[0.5,0.6,0.1]"], "sums to 1.2"),
+    "D length": (["--set", "mixture=[0.5,0.5]"], "2 entries but there are 3 tasks"),
+    "D fraction typo": (["--set", "mixture=[1/3,1/3,1/4]"], "sums to"),
+    "m too small": (["--set", "n_examples=2"], "too small"),
+    "unknown key": (["--set", "n_promts=3"], "unknown config key 'n_promts'"),
+    "wrong type": (["--set", "n_prompts=many"], "n_prompts"),
+    "unknown experiment": (["--set", "experiment=fig99"], "unknown experiment"),
+    "missing model dir": (["--model", "/nonexistent/model/dir"], "does not exist"),
+    "corrupt model dir": (["--model", "{corrupt}"], "could not load model"),
+    "not a model dir": (["--model", "{not_a_model}"], "no config.json"),
+    "prompt too long": (["--model", "{short}"], "longer than the model's context of 256"),
+    "empty answer": (["--set", "task_files=[{empty_answer}]", "--set", "tasks=[test_cli_empty]"], "empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2(tmp_path, model, broken_models, case):
+    args, message = BAD_INPUTS[case]
+    args = [a.format(**broken_models) for a in args]
+    res = tasksup("run", COPY_ADD, "--model", model, "--out", tmp_path / "run", *FAST, *args)
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tasksup: error: ") and message in err[0], res.stderr
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_missing_config_file(tmp_path):
+    res = tasksup("run", tmp_path / "nope.yaml", "--model", "x")
+    assert res.exit_code == 2 and "does not exist" in res.stderr
+
+
+def test_console_script_error_contract(tmp_path, broken_models):
+    """The installed `tasksup` script itself: exit status 2, one line on stderr, no traceback."""
+    script = Path(sys.executable).parent / "tasksup"
+    res = subprocess.run([str(script), "run", COPY_ADD, "--model", str(broken_models["short"]),
+                          "--out", str(tmp_path / "run"), *FAST], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        "tasksup: error: prompt and answer need " + res.stderr.split("need ")[1].split(" tokens")[0]
+        + " tokens, longer than the model's context of 256"]
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_tasks_lists_every_family(monkeypatch):
+    # list only what was registered at import time: other tests register deliberately broken tasks
+    monkeypatch.setattr(registry, "_TASKS", REGISTERED_TASKS)
+    monkeypatch.setattr(registry, "_FAMILIES", REGISTERED_FAMILIES)
+    res = tasksup("tasks")
+    assert res.exit_code == 0
+    for name in ("add_translate (K=4)", "country (K=3)", "copy_add (K=3)", "letters (K=4)", "ret (K=8)",
+                 "plus (K=10)", "translate (K=3)", "numeric6 (K=6)", "add_es", "num_sq", "ret8", "plus9"):
+        assert name in res.output
