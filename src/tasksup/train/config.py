@@ -1,0 +1,120 @@
+"""Training configs: a :class:`TrainConfig` dataclass validated from YAML, and model-size presets.
+
+A preset fixes the GPT-2 architecture (layers, heads, width); ``n_layer``/``n_head``/``n_embd`` in a
+config override it. ``paper`` is the paper's §4 model (12 layers, 12 heads, 768 wide: about 86M
+parameters with our character vocabulary); ``small`` is the CPU model the embedded checkpoints use;
+``tiny`` is for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasksup.config import apply_overrides, build_config, read_yaml
+from tasksup.errors import TasksupError
+
+PRESETS = {
+    "paper": {"n_layer": 12, "n_head": 12, "n_embd": 768},
+    "small": {"n_layer": 4, "n_head": 4, "n_embd": 128},
+    "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
+}
+MIXED_PRECISION = ("no", "bf16", "fp16")
+POSITION_INITS = ("random", "sinusoidal")
+POSITION_OFFSETS = ("none", "random")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of ``tasksup train``; the paper (§4) fixes only the task families and the model size."""
+
+    tasks: str | list[str] = "ret"  # a family or a list of task names sharing one input space
+    task_files: list[str] = field(default_factory=list)  # YAML files declaring extra tasks (tasks/declared.py)
+    n_examples: int = 24  # m, examples per training sequence (paper: not stated); the loss covers examples 2..m
+    delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
+    target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
+    target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)
+    # model: GPT2Config from a preset, each size key overriding it when set
+    preset: str = "small"  # paper | small | tiny
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    n_positions: int | None = None  # context length; default: the longest training sequence rounded up to 64 (x2 with random offsets)
+    dropout: float = 0.0  # GPT-2's resid/embd/attn dropout (synthetic data never repeats: none needed)
+    init_std: float = 0.02  # GPT-2's initializer_range (std of every weight at init); see docs/training.md
+    position_init: str = "random"  # random (N(0, init_std)) | sinusoidal (Vaswani et al.; still learned)
+    # none: positions 0..T-1 (GPT-2, the paper) | random: each training sequence starts at a uniform position in
+    # [0, n_positions - T] (Ruoss et al. 2023), so no per-absolute-position lookup table can fit the data
+    position_offset: str = "none"
+    extra_chars: str = ""  # characters the tokenizer needs beyond those the tasks' examples produce
+    # optimisation: AdamW, linear warm-up then cosine decay to 0, gradient clipping
+    steps: int = 2000
+    batch_size: int = 32  # sequences per optimizer step, summed over all processes
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate autocast; bf16 also runs on recent CPUs)
+    cpu_threads: int = 0  # torch CPU threads; 0 = torch's default (one per core). 1 is faster on a shared, busy CPU
+    seed: int = 0  # training sequence i of step s is drawn from numpy default_rng([seed, 1, s, i])
+    # logging, evaluation and checkpoints
+    log_every: int = 20
+    eval_every: int = 250  # single-task ICL accuracy (greedy, teacher-forced) per task; 0 = only at the end
+    eval_examples: int | None = None  # examples per eval prompt; default n_examples - 1 (the longest trained context)
+    eval_prompts: int = 64  # per task, during training
+    final_eval_prompts: int = 100  # per task, at the end, with the exact top-1 output (0 = skip)
+    save_every: int = 500  # model + resume state; 0 = only at the end
+
+    def model_size(self) -> dict:
+        size = dict(PRESETS[self.preset])
+        for key in size:
+            if getattr(self, key) is not None:
+                size[key] = getattr(self, key)
+        return size
+
+    @property
+    def eval_m(self) -> int:
+        return self.eval_examples if self.eval_examples is not None else self.n_examples - 1
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    if cfg.preset not in PRESETS:
+        raise TasksupError(f"preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
+    if cfg.n_examples < 2:
+        raise TasksupError(f"n_examples must be at least 2 (Eq. 1 scores examples 2..m), got {cfg.n_examples}")
+    if not 1 <= cfg.eval_m < cfg.n_examples:
+        raise TasksupError(f"eval_examples must be in [1, n_examples - 1] = [1, {cfg.n_examples - 1}], got {cfg.eval_m}")
+    size = cfg.model_size()
+    if size["n_embd"] % size["n_head"]:
+        raise TasksupError(f"n_embd ({size['n_embd']}) must be a multiple of n_head ({size['n_head']})")
+    for key in ("steps", "batch_size", "n_layer", "n_head", "n_embd", "log_every"):
+        value = size.get(key, getattr(cfg, key))
+        if value < 1:
+            raise TasksupError(f"{key} must be at least 1, got {value}")
+    for key in ("cpu_threads", "warmup_steps", "eval_every", "save_every", "eval_prompts", "final_eval_prompts"):
+        if getattr(cfg, key) < 0:
+            raise TasksupError(f"{key} must not be negative, got {getattr(cfg, key)}")
+    if not cfg.init_std > 0:
+        raise TasksupError(f"init_std must be positive, got {cfg.init_std}")
+    if not cfg.lr > 0:
+        raise TasksupError(f"lr must be positive, got {cfg.lr}")
+    if not 0 <= cfg.dropout < 1:
+        raise TasksupError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if len(cfg.adam_betas) != 2 or not all(0 <= b < 1 for b in cfg.adam_betas):
+        raise TasksupError(f"adam_betas must be two numbers in [0, 1), got {cfg.adam_betas}")
+    if cfg.position_init not in POSITION_INITS:
+        raise TasksupError(f"position_init must be one of {', '.join(POSITION_INITS)}, got {cfg.position_init!r}")
+    if cfg.position_offset not in POSITION_OFFSETS:
+        raise TasksupError(f"position_offset must be one of {', '.join(POSITION_OFFSETS)}, got {cfg.position_offset!r}")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise TasksupError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}")
+    if not cfg.delimiter:
+        raise TasksupError("the delimiter must not be empty")
+    return cfg
+
+
+def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a training YAML, apply ``--set key=value`` overrides, validate."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate(build_config(TrainConfig, raw, source=Path(path).name))

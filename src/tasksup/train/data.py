@@ -1,0 +1,155 @@
+"""Eq. 1's training data: single-task sequences, their token ids and the loss mask.
+
+A training sequence is m examples of one task drawn uniformly from the family, written by
+:meth:`PromptBuilder.training_sequence` (the same format the experiments' prompts use). The loss
+targets are the tokens of the answers of examples 2..m -- and, with ``target_delimiter``, the
+delimiter that ends each of those answers (a deviation from Eq. 1 taken literally: without it the
+model never learns where an answer stops, and exact top-k outputs ended by the delimiter would be
+meaningless). Character spans are mapped to tokens through the tokenizer's offsets, so nothing
+assumes one character per token.
+
+Every sequence is a pure function of (seed, step, index): resuming needs no data-loader state and
+the run is reproducible on any number of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from tasksup.errors import TasksupError
+from tasksup.tasks import MixturePrompt, PromptBuilder, Task
+
+TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM = 1, 2, 3  # numpy seed sequences [seed, stream, ...] keep training and eval data apart
+CHAR_SAMPLES = 4096  # examples per task drawn to collect the characters a family can produce
+
+
+def family_chars(builder: PromptBuilder, seed: int = 0, n: int = CHAR_SAMPLES) -> str:
+    """Every character that n sampled examples of each task (and the delimiter) contain."""
+    rng = np.random.default_rng([seed, 0])
+    chars = set(builder.delimiter)
+    for task in builder.tasks:
+        for _ in range(n):
+            chars.update(builder.example(task, builder.space.sample(rng)))
+    return "".join(sorted(chars))
+
+
+def longest_example(builder: PromptBuilder, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
+    """The longest example plus delimiter (in characters) among n samples per task."""
+    rng = np.random.default_rng([seed, 0])
+    return max(len(builder.example(t, builder.space.sample(rng))) + len(builder.delimiter)
+               for t in builder.tasks for _ in range(n))
+
+
+def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """Which tokens overlap any of the character spans ``[start, end)``."""
+    tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    span = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+    overlap = (tok[:, None, 0] < span[None, :, 1]) & (tok[:, None, 1] > span[None, :, 0])
+    return overlap.any(1).tolist()
+
+
+def encode_with_targets(tokenizer, texts: Sequence[str],
+                        spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[list[int], list[bool]]]:
+    """Token ids and target flags of each text (one batched tokenizer call)."""
+    enc = tokenizer(list(texts), add_special_tokens=True, return_offsets_mapping=True)
+    rows = []
+    for text, text_spans, ids, offsets in zip(texts, spans, enc["input_ids"], enc["offset_mapping"]):
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            bad = sorted({text[s:e] for i, (s, e) in zip(ids, offsets) if i == tokenizer.unk_token_id})
+            raise TasksupError(f"the tokenizer has no token for {bad}: add them to extra_chars")
+        # special tokens added by the tokenizer have empty offsets (0, 0) and never overlap a span
+        rows.append((list(ids), token_mask(offsets, text_spans)))
+    return rows
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [b, T], right-padded
+    targets: torch.Tensor  # [b, T] bool: token t is a loss target (predicted from positions < t); never padding
+    n_answers: int  # answers scored in the batch: Eq. 1 averages the answers' cross-entropy over these
+    position_ids: torch.Tensor | None = None  # [b, T]; None = 0..T-1 (see TrainConfig.position_offset)
+
+
+def collate(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows: (ids, targets). Causal attention never lets padding reach a real token."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    tgt = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (row, mask) in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(row)
+        tgt[i, :len(row)] = torch.tensor(mask)
+    return ids, tgt
+
+
+class SequenceSource:
+    """Training batches and held-out single-task eval prompts for a list of tasks."""
+
+    def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
+                 seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False):
+        self.builder = PromptBuilder(tasks, delimiter)
+        self.tasks = list(tasks)
+        self.tokenizer = tokenizer
+        self.m = n_examples
+        self.target_delimiter = target_delimiter
+        self.first_answer = first_answer
+        self.seed = seed
+        self.max_length = max_length
+        self.random_offsets = random_offsets
+        # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
+        # than the pad id keeps transformers from warning that no attention mask was passed.
+        self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+
+    def target_spans(self, answer_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Answers 2..m (Eq. 1; 1..m with ``first_answer``), each extended over its delimiter when
+        ``target_delimiter``."""
+        extra = len(self.builder.delimiter) if self.target_delimiter else 0
+        return [(s, e + extra) for s, e in answer_spans[self.first_target:]]
+
+    @property
+    def first_target(self) -> int:
+        """Index of the first answer that is a loss target."""
+        return 0 if self.first_answer else 1
+
+    def sequence(self, step: int, index: int) -> tuple[list[int], list[bool]]:
+        return self.encode(step, [index])[0]
+
+    def encode(self, step: int, indices: Sequence[int]) -> list[tuple[list[int], list[bool]]]:
+        """Token ids and Eq. 1 target flags of training sequences ``indices`` of ``step``."""
+        texts, spans = [], []
+        for index in indices:
+            rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
+            task = self.tasks[int(rng.integers(len(self.tasks)))]
+            seq = self.builder.training_sequence(task, self.m, rng)
+            texts.append(seq.text)
+            spans.append(self.target_spans(seq.answer_spans))
+        rows = encode_with_targets(self.tokenizer, texts, spans)
+        longest = max(len(ids) for ids, _ in rows)
+        if self.max_length is not None and longest > self.max_length:
+            raise TasksupError(f"a training sequence has {longest} tokens, more than the context of {self.max_length}: "
+                               "raise n_positions or lower n_examples")
+        return rows
+
+    def batch(self, step: int, indices: Sequence[int]) -> Batch:
+        ids, tgt = collate(self.encode(step, indices), self.pad_id)
+        positions = None
+        if self.random_offsets:  # sequence i starts at a uniform position in [0, max_length - T]
+            width = ids.shape[1]
+            offsets = [int(np.random.default_rng([self.seed, OFFSET_STREAM, step, i]).integers(self.max_length - width + 1))
+                       for i in indices]
+            positions = torch.tensor(offsets)[:, None] + torch.arange(width)[None, :]
+        return Batch(ids, tgt, len(indices) * (self.m - self.first_target), positions)
+
+    def eval_prompt(self, task_index: int, index: int, m: int) -> MixturePrompt:
+        """Held-out prompt ``index`` for one task: m examples of it and a query (seeds apart from training)."""
+        rng = np.random.default_rng([self.seed, EVAL_STREAM, task_index, index])
+        return PromptBuilder([self.tasks[task_index]], self.builder.delimiter).build("uniform", m, rng)
+
+    def eval_rows(self, task_index: int, n: int, m: int) -> list[tuple[list[int], list[bool]]]:
+        """Eval prompts followed by the answer and delimiter; the targets are the answer and delimiter."""
+        prompts = [self.eval_prompt(task_index, i, m) for i in range(n)]
+        texts = [p.text + p.answers[0] + self.builder.delimiter for p in prompts]
+        return encode_with_targets(self.tokenizer, texts, [[(len(p.text), len(t))] for p, t in zip(prompts, texts)])

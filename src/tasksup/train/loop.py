@@ -1,0 +1,260 @@
+"""`tasksup train CONFIG`: a GPT-2 trained from scratch on single-task sequences (§4, Eq. 1).
+
+The output directory always holds a loadable model (``save_pretrained`` safetensors + tokenizer),
+so ``tasksup.load_model(out)`` and ``AutoModelForCausalLM.from_pretrained(out)`` both work::
+
+    config.json, model.safetensors, tokenizer.json, ...   the model (latest checkpoint)
+    train_config.yaml       the validated config, as run
+    metrics.jsonl           {"step", "loss", "lr", "grad_norm", "elapsed_s"} and {"step", "eval": {...}} lines
+    final_eval.json         exact top-1 single-task ICL accuracy per task, at the end
+    train_summary.json      steps, wall time, parameters, package versions, the commands run
+    COMMAND.txt             every command that wrote here, one per line
+    resume/                 optimizer, scheduler and RNG state (safetensors + JSON) for --resume
+
+Runs under ``accelerate launch`` on any number of GPUs unchanged: each process draws its own slice
+of every global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from tasksup.errors import TasksupError
+from tasksup.results import package_versions
+from tasksup.tasks import PromptBuilder, load_task_file, resolve_tasks
+from tasksup.train.config import TrainConfig
+from tasksup.train.data import SequenceSource, family_chars, longest_example
+from tasksup.train.evaluate import exact_accuracy, greedy_accuracy
+from tasksup.train.state import STATE_DIR, has_state, load_state, save_state
+
+CONFIG_FILE, METRICS_FILE = "train_config.yaml", "metrics.jsonl"
+# Keys that may change when resuming without changing what the run computes.
+RESUMABLE_KEYS = {"log_every", "eval_every", "eval_prompts", "final_eval_prompts", "save_every", "cpu_threads"}
+POSITION_ROUNDING = 64
+
+
+def build_tokenizer(cfg: TrainConfig, builder: PromptBuilder):
+    from tasksup.models import build_char_tokenizer
+
+    return build_char_tokenizer(family_chars(builder, cfg.seed) + cfg.extra_chars)
+
+
+def context_length(cfg: TrainConfig, builder: PromptBuilder) -> int:
+    if cfg.n_positions is not None:
+        return cfg.n_positions
+    need = longest_example(builder, cfg.seed) * cfg.n_examples
+    room = 2 if cfg.position_offset == "random" else 1  # random offsets need positions beyond the longest sequence
+    return room * POSITION_ROUNDING * math.ceil(need / POSITION_ROUNDING)
+
+
+def build_model(cfg: TrainConfig, tokenizer, n_positions: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    size = cfg.model_size()
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_layer=size["n_layer"],
+                        n_head=size["n_head"], n_embd=size["n_embd"], resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
+                        attn_pdrop=cfg.dropout, initializer_range=cfg.init_std, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(cfg.seed)
+    model = GPT2LMHeadModel(config)
+    if cfg.position_init == "sinusoidal":
+        with torch.no_grad():
+            wpe = model.transformer.wpe.weight
+            wpe.copy_(sinusoidal_positions(*wpe.shape) * wpe.std() * math.sqrt(2))  # same scale as GPT-2's init
+    return model
+
+
+def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
+    """Vaswani et al.'s position codes: a fixed linear map takes position p to p + k for every k,
+    which makes attention by relative offset (the k-th character of this line) easy to learn."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float32) / dim)
+    out = torch.zeros(n, dim)
+    out[:, 0::2], out[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return out
+
+
+def answer_loss(model, input_ids, targets, n_answers: int, position_ids=None) -> torch.Tensor:
+    """Eq. 1: summed cross-entropy of the target tokens / the number of answers scored.
+
+    An answer's cross-entropy is the sum over its tokens, so this is the mean over answers of
+    -log P(answer | everything before it), as Eq. 1 writes it. Batches are right-padded and
+    attention is causal, so padding never reaches a real token and no attention mask is passed
+    (with one, SDPA on CPU leaves its fast path: 3x slower per step, measured).
+    """
+    logits = model(input_ids=input_ids, position_ids=position_ids).logits[:, :-1]
+    mask = targets[:, 1:]
+    return F.cross_entropy(logits[mask].float(), input_ids[:, 1:][mask], reduction="sum") / n_answers
+
+
+def _same_run(out: Path, cfg: TrainConfig) -> None:
+    # a key added to TrainConfig after the run started counts as its default
+    old = {**asdict(TrainConfig()), **yaml.safe_load((out / CONFIG_FILE).read_text())}
+    new = asdict(cfg)
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    if changed:
+        raise TasksupError(f"{out} was trained with a different config (differs in {', '.join(changed)}); "
+                           "use another --out")
+
+
+class _Log:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True) -> Path:
+    """Train (or resume) into ``out``; returns ``out``. ``stop_after``: save and return at that step."""
+    threads = torch.get_num_threads()
+    if cfg.cpu_threads:
+        torch.set_num_threads(cfg.cpu_threads)
+    try:
+        return _train(cfg, Path(out), resume, stop_after, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, progress: bool) -> Path:
+    from accelerate import Accelerator
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
+
+    for f in cfg.task_files:
+        load_task_file(f)
+    tasks = resolve_tasks(cfg.tasks)
+    builder = PromptBuilder(tasks, cfg.delimiter)
+    state_dir = out / STATE_DIR
+    resuming = resume and has_state(state_dir)
+    if resuming:
+        _same_run(out, cfg)
+    elif (out / "config.json").exists() or has_state(state_dir):
+        raise TasksupError(f"{out} already holds a model: pass --resume to continue it, or choose another --out")
+
+    try:
+        accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    except ValueError as e:  # bf16/fp16 unsupported here, or a second precision in one process
+        raise TasksupError(f"mixed_precision {cfg.mixed_precision!r}: {str(e).splitlines()[0]}") from None
+    main = accelerator.is_main_process
+    if cfg.batch_size % accelerator.num_processes:
+        raise TasksupError(f"batch_size {cfg.batch_size} is not divisible by the {accelerator.num_processes} processes")
+    per_process = cfg.batch_size // accelerator.num_processes
+    if resuming:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
+        model = GPT2LMHeadModel.from_pretrained(out)
+    else:
+        tokenizer = build_tokenizer(cfg, builder)
+        model = build_model(cfg, tokenizer, context_length(cfg, builder))
+    source = SequenceSource(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
+                            target_delimiter=cfg.target_delimiter, seed=cfg.seed,
+                            max_length=model.config.n_positions, random_offsets=cfg.position_offset == "random",
+                            first_answer=cfg.target_first_answer)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.adam_betas))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, cfg.steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    meta = {"step": 0, "elapsed_s": 0.0}
+    if resuming:
+        meta = load_state(state_dir, optimizer, scheduler)
+    elif main:
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out)
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(asdict(cfg), sort_keys=False, allow_unicode=True))
+    if main:
+        with (out / "COMMAND.txt").open("a") as f:
+            f.write(shlex.join([os.path.basename(sys.argv[0])] + sys.argv[1:]) + "\n")
+    log = _Log(out / METRICS_FILE, main)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def checkpoint(step: int, elapsed: float) -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            unwrapped.save_pretrained(out)
+            save_state(state_dir, optimizer, scheduler, {"step": step, "elapsed_s": elapsed})
+
+    def evaluate(step: int) -> None:
+        if not main:  # every process holds the same weights; one evaluates
+            return
+        acc = greedy_accuracy(unwrapped, source, cfg.eval_m, cfg.eval_prompts)
+        log.write({"step": step, "eval": acc, "eval_mean": sum(acc.values()) / len(acc), "eval_min": min(acc.values())})
+        bar.write(f"step {step}: greedy accuracy min {min(acc.values()):.3f} mean {sum(acc.values()) / len(acc):.3f}")
+
+    step, last_stop = meta["step"], min(cfg.steps, stop_after or cfg.steps)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", disable=not (progress and main))
+    model.train()
+    t0, elapsed0 = time.perf_counter(), meta["elapsed_s"]
+    while step < last_stop:
+        lo = accelerator.process_index * per_process
+        batch = source.batch(step, range(lo, lo + per_process))
+        positions = None if batch.position_ids is None else batch.position_ids.to(accelerator.device)
+        with accelerator.autocast():
+            loss = answer_loss(model, batch.input_ids.to(accelerator.device), batch.targets.to(accelerator.device),
+                               batch.n_answers, positions)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        elapsed = elapsed0 + time.perf_counter() - t0
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            loss_value = accelerator.reduce(loss.detach(), reduction="mean").item()
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            log.write({"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), "elapsed_s": round(elapsed, 2)})
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            evaluate(step)
+        if (cfg.save_every and step % cfg.save_every == 0) or step == last_stop:
+            checkpoint(step, elapsed)
+    bar.close()
+    if step >= cfg.steps and main:
+        evaluate(step)
+        _finish(cfg, out, source, unwrapped, tokenizer, step, elapsed0 + time.perf_counter() - t0, progress)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _finish(cfg: TrainConfig, out: Path, source: SequenceSource, model, tokenizer, step: int, elapsed: float,
+            progress: bool) -> None:
+    from tasksup.models import LanguageModel
+
+    summary = {"steps": step, "train_wall_s": round(elapsed, 1),
+               "n_parameters": int(sum(p.numel() for p in model.parameters())),
+               "n_positions": model.config.n_positions, "vocab_size": model.config.vocab_size,
+               "model_size": cfg.model_size(), "versions": package_versions()}
+    if cfg.final_eval_prompts:
+        t0 = time.perf_counter()
+        lm = LanguageModel(model.eval(), tokenizer, name=str(out))
+        bar = tqdm(total=len(source.tasks), desc="final eval (exact top-1)", disable=not progress)
+        acc = exact_accuracy(lm, source, cfg.eval_m, cfg.final_eval_prompts, bar)
+        bar.close()
+        final = {"method": "exact top-1 output (LanguageModel.top_outputs, k=1, stop=delimiter)",
+                 "n_prompts_per_task": cfg.final_eval_prompts, "n_examples": cfg.eval_m, "seed": cfg.seed,
+                 "per_task": acc, "min": min(acc.values()), "mean": sum(acc.values()) / len(acc),
+                 "eval_wall_s": round(time.perf_counter() - t0, 1)}
+        (out / "final_eval.json").write_text(json.dumps(final, indent=2) + "\n")
+        summary["final_eval_min"] = final["min"]
+        tqdm.write(f"final exact top-1 accuracy: min {final['min']:.3f} mean {final['mean']:.3f} over "
+                   f"{len(acc)} tasks ({cfg.final_eval_prompts} prompts each)")
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

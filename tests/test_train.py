@@ -1,0 +1,197 @@
+"""`tasksup train` (§4, Eq. 1): loss masking, the loss itself, a tiny run that learns, checkpoints, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from reference import in_context_logprob
+from safetensors.torch import load_file
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from typer.testing import CliRunner
+
+from tasksup import TasksupError, load_model, resolve_tasks
+from tasksup.cli import app
+from tasksup.models import LanguageModel, build_char_tokenizer
+from tasksup.tasks import Task, get_input_space, register_task
+from tasksup.train import TrainConfig, train
+from tasksup.train.data import SequenceSource, collate
+from tasksup.train.loop import answer_loss, build_model
+
+# Two tasks a tiny model learns in seconds: every answer is "a" (or every answer is "b"), whatever the
+# number. Which one a prompt uses can only be read from its examples: in-context learning, chance 1/2.
+CONST = [register_task(Task(f"test_const_{c}", get_input_space("num"), (lambda c: lambda x: c)(c)), replace=True).name
+         for c in "ab"]
+TINY = dict(tasks=CONST, preset="tiny", n_examples=6, batch_size=16, lr=1e-2, warmup_steps=5, log_every=5,
+            eval_every=0, eval_prompts=64, final_eval_prompts=16, save_every=0, cpu_threads=1)
+
+
+def source_for(tasks, tokenizer, target_delimiter=True, m=5, first_answer=False):
+    return SequenceSource(resolve_tasks(tasks), tokenizer, n_examples=m, delimiter="\n",
+                          target_delimiter=target_delimiter, seed=3, first_answer=first_answer)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for 120 steps (seconds)."""
+    out = tmp_path_factory.mktemp("train") / "const"
+    return train(TrainConfig(**TINY, steps=120), out, progress=False)
+
+
+# -- loss masking ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target_delimiter", [True, False])
+@pytest.mark.parametrize("first_answer", [False, True])
+def test_targets_are_exactly_answers_2_to_m(target_delimiter, first_answer):
+    """Walk the examples by hand: targets = answers of examples 2..m (+ the delimiter after each);
+    with ``target_first_answer``, example 1's answer too."""
+    tok = build_char_tokenizer()
+    src = source_for("plus", tok, target_delimiter, m=5, first_answer=first_answer)
+    first = 0 if first_answer else 1
+    for index in range(20):
+        ids, mask = src.sequence(step=7, index=index)
+        text = tok.decode(ids)
+        lines = text.split("\n")[:-1]
+        assert len(lines) == 5 and text.endswith("\n")
+        expected = []
+        for j, line in enumerate(lines):
+            prefix, answer = line.split("->")
+            expected += [False] * (len(prefix) + 2) + [j >= first] * len(answer) + [j >= first and target_delimiter]
+        assert mask == expected
+    assert src.batch(step=7, indices=range(4)).n_answers == 4 * (5 - first)
+
+
+def test_targets_map_through_offsets_for_multichar_tokens():
+    """A tokenizer that merges digit runs: the answer '47' is ONE token and only it (and '\\n') is a target."""
+    chars = build_char_tokenizer()
+    vocab = dict(chars.get_vocab())
+    for n in range(10, 110):
+        vocab.setdefault(str(n), len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"\d+|[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    src = source_for("plus", tok, m=4)
+    ids, mask = src.sequence(step=0, index=0)
+    pieces = [tok.convert_ids_to_tokens(i) for i in ids]
+    lines = "".join(pieces).split("\n")[:-1]
+    want = [a for line in lines[1:] for a in (line.split("->")[1], "\n")]
+    assert [p for p, m in zip(pieces, mask) if m] == want
+    assert len(ids) == 5 * len(lines)  # num, '-', '>', answer, '\n': two-digit runs are single tokens
+
+
+def test_eq1_loss_equals_mean_answer_logprob_from_the_scorer():
+    """answer_loss == mean over examples 2..m of -log P(answer + '\\n' | text before it), computed by
+    the slow reference (one full forward per string) through the scorer's definition."""
+    tok = build_char_tokenizer()
+    model = build_model(TrainConfig(preset="tiny"), tok, 128).eval()
+    src = source_for("plus", tok, m=5)
+    lm = LanguageModel(model, tok, name="tiny")
+    batch = src.batch(step=1, indices=range(3))
+    with torch.no_grad():
+        fast = float(answer_loss(model, batch.input_ids, batch.targets, batch.n_answers))
+    slow = []
+    for i in range(3):
+        rng = np.random.default_rng([3, 1, 1, i])
+        task = src.tasks[int(rng.integers(len(src.tasks)))]
+        seq = src.builder.training_sequence(task, 5, rng)
+        for start, end in seq.answer_spans[1:]:
+            slow.append(-in_context_logprob(lm, seq.text[:start], seq.text[start:end + 1]))
+    assert fast == pytest.approx(np.mean(slow), rel=1e-5)
+
+
+def test_sequences_are_a_function_of_seed_step_index():
+    tok = build_char_tokenizer()
+    a, b = source_for("ret", tok), source_for("ret", tok)
+    assert a.sequence(4, 2) == b.sequence(4, 2)
+    assert a.sequence(4, 2) != a.sequence(4, 3)
+    ids, tgt = collate([a.sequence(0, 0), source_for("plus", tok).sequence(0, 0)], pad_id=0)
+    assert ids.shape[0] == 2 and not tgt[ids == 0].any()  # padding is never a target
+
+
+def test_random_position_offsets_stay_in_context_and_follow_the_seed():
+    tok = build_char_tokenizer()
+    tasks = resolve_tasks("ret")
+    src = SequenceSource(tasks, tok, n_examples=5, delimiter="\n", target_delimiter=True, seed=3, max_length=128,
+                         random_offsets=True)
+    batch = src.batch(7, range(16))
+    width = batch.input_ids.shape[1]
+    starts = batch.position_ids[:, 0]
+    assert torch.equal(batch.position_ids, starts[:, None] + torch.arange(width))  # consecutive within a sequence
+    assert starts.min() >= 0 and batch.position_ids.max() < 128 and len(set(starts.tolist())) > 1
+    assert torch.equal(src.batch(7, range(16)).position_ids, batch.position_ids)
+    plain = SequenceSource(tasks, tok, n_examples=5, delimiter="\n", target_delimiter=True, seed=3, max_length=128)
+    assert plain.batch(7, range(16)).position_ids is None and torch.equal(plain.batch(7, range(16)).input_ids,
+                                                                          batch.input_ids)
+
+
+# -- a tiny run ------------------------------------------------------------------------------------
+
+def test_tiny_run_loss_falls_and_beats_chance(trained):
+    log = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert np.mean(losses[-3:]) < 0.6 * np.mean(losses[:3])
+    evals = [r for r in log if "eval" in r]
+    assert evals[-1]["step"] == 120
+    assert evals[-1]["eval_min"] > 0.75  # chance: 1/2 (a model that knows only "the answer is a or b")
+    final = json.loads((trained / "final_eval.json").read_text())
+    assert set(final["per_task"]) == set(CONST) and final["min"] > 0.75
+
+
+def test_checkpoint_round_trip_through_from_pretrained(trained):
+    plain = AutoModelForCausalLM.from_pretrained(trained).eval()
+    auto_tok = AutoTokenizer.from_pretrained(trained)
+    lm = load_model(str(trained), device="cpu")
+    text = "12->a\n45->a\n77->"
+    assert auto_tok(text)["input_ids"] == lm.encode(text) == [lm.tokenizer.convert_tokens_to_ids(c) for c in text]
+    ids = torch.tensor([lm.encode(text)])
+    with torch.no_grad():
+        assert torch.equal(plain(ids).logits, lm.model(ids).logits)
+    weights = load_file(str(trained / "model.safetensors"))
+    assert all(not k.startswith(("opt.", "rng.")) for k in weights)  # no optimizer state next to the model
+    assert lm.answer_probs(text, ["a", "b"])[0, 0] > 0.5
+
+
+def test_resume_continues_from_the_same_step(tmp_path):
+    cfg = TrainConfig(**dict(TINY, final_eval_prompts=0), steps=12)
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    cut = train(cfg, tmp_path / "cut", stop_after=5, progress=False)
+    assert json.loads((cut / "resume" / "state.json").read_text())["step"] == 5
+    with pytest.raises(TasksupError, match="--resume"):
+        train(cfg, cut, progress=False)
+    with pytest.raises(TasksupError, match="differs in lr"):
+        train(replace(cfg, lr=5e-2), cut, resume=True, progress=False)
+    saved = (cut / "train_config.yaml").read_text()  # a run started before a key was added resumes with its default
+    (cut / "train_config.yaml").write_text("\n".join(line for line in saved.splitlines() if "init_std" not in line))
+    train(cfg, cut, resume=True, progress=False)
+    assert json.loads((cut / "resume" / "state.json").read_text())["step"] == 12
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [json.loads(line)["step"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [s for s in steps] == [5, 10, 12, 12]  # loss lines, then the final eval line
+    assert len((cut / "COMMAND.txt").read_text().splitlines()) == 2
+
+
+# -- bad configs -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body, message", [
+    ("tasks: ret\nsteps: ten\n", "steps = 'ten' is not of type"),
+    ("tasks: ret\nlearning_rate: 0.1\n", "unknown config key 'learning_rate'"),
+    ("tasks: ret\npreset: huge\n", "preset must be one of"),
+    ("tasks: nonsense\n", "unknown task or family 'nonsense'"),
+    ("tasks: ret\nn_examples: 1\n", "n_examples must be at least 2"),
+    ("tasks: ret\nn_embd: 30\nn_head: 4\n", "multiple of n_head"),
+    ("tasks: ret\nn_positions: 16\n", "more than the context of 16"),
+    ("tasks: ret\nposition_offset: shifted\n", "position_offset must be one of"),
+])
+def test_bad_config_is_a_one_line_error(tmp_path, body, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(body + "preset: tiny\n" * ("preset" not in body))
+    res = CliRunner().invoke(app, ["train", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tasksup: error:") and message in lines[0]
