@@ -48,3 +48,23 @@ def quartiles(values: Sequence[float]) -> dict:
     v = np.asarray(values, dtype=float)
     q1, med, q3 = np.percentile(v, [25, 50, 75])
     return {"mean": float(v.mean()), "median": float(med), "q1": float(q1), "q3": float(q3)}
+
+
+def bootstrap_mean_ci(values: Sequence[float], confidence: float = 0.95, n_resamples: int = 10_000,
+                      seed: int = 0) -> dict:
+    """A seeded BCa bootstrap confidence interval for the mean (``scipy.stats.bootstrap``).
+
+    BCa corrects the bias and skew of the bootstrap distribution, which matters for KL (a long right
+    tail) and for r (bounded, often piled up at K). Constant values get the zero-width interval
+    (BCa is undefined there).
+    """
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    if np.ptp(v) == 0:
+        low = high = float(v[0])
+    else:
+        res = bootstrap((v,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="BCa",
+                        rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"ci_low": low, "ci_high": high}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -16,12 +18,15 @@ def model_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rstrip("/").split("/")[-1] or name) or "model"
 
 
-def prepare(config_path: str | Path, *, model: str | None = None, overrides: list[str] | None = None):
+def prepare(config_path: str | Path, *, model: str | None = None, overrides: list[str] | None = None,
+            base_url: str | None = None):
     """Read, override and validate a config; returns (experiment module, config)."""
     path = Path(config_path)
     raw = apply_overrides(read_yaml(path), overrides or [])
     if model is not None:
         raw["model"] = model
+    if base_url is not None:
+        raw["base_url"] = base_url
     experiment = get_experiment(raw.get("experiment", "mixture"))
     cfg = build_config(experiment.Config, raw, source=path.name)
     for f in cfg.task_files:
@@ -36,23 +41,73 @@ def load_for(cfg):
 
     if not cfg.model:
         raise TasksupError("no model given: pass --model or set `model:` in the config")
+    if cfg.model.startswith("openai:"):
+        return load_model(cfg.model, batch_size=cfg.batch_size, base_url=cfg.base_url, **(cfg.remote or {}))
+    if cfg.base_url or cfg.remote:
+        raise TasksupError("base_url and remote settings are for openai:NAME models only")
     return load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
                       batch_size=cfg.batch_size)
 
 
-def run_config(config_path: str | Path, *, model: str | None = None, out: str | Path | None = None,
-               overrides: list[str] | None = None, progress: bool = True) -> RunDir:
-    experiment, cfg = prepare(config_path, model=model, overrides=overrides)
+def run_config(config_path: str | Path, *, model: str | None = None, models: list[str] | None = None,
+               out: str | Path | None = None, overrides: list[str] | None = None, progress: bool = True,
+               base_url: str | None = None) -> RunDir:
+    experiment, cfg = prepare(config_path, model=model, overrides=overrides, base_url=base_url)
+    default_out = Path("results") / Path(config_path).stem
+    if getattr(experiment, "MULTI_MODEL", False):
+        return run_family(experiment, cfg, models, Path(out) if out else default_out, progress)
+    if models:
+        if len(models) > 1:
+            raise TasksupError(f"experiment {cfg.experiment!r} takes one model; use --model")
+        cfg = dataclasses.replace(cfg, model=models[0])
+    return run_model(experiment, cfg, Path(out) if out else default_out / model_slug(cfg.model or ""), progress)
+
+
+def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
+    """Load ``cfg.model``, compute what ``out`` lacks, summarise and plot there."""
     lm = load_for(cfg)
-    out = Path(out) if out else Path("results") / Path(config_path).stem / model_slug(cfg.model)
     run_dir = RunDir(out, to_dict(cfg), seed=cfg.seed, model=lm.identity())
-    experiment.run(cfg, lm, run_dir, progress)
-    finish(experiment, cfg, run_dir)
+    try:
+        experiment.run(cfg, lm, run_dir, progress)
+    finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error
+        if hasattr(lm, "usage"):
+            run_dir.log_remote_usage(lm.usage())
+    finish(experiment, cfg, run_dir, remote_usage=lm.usage() if hasattr(lm, "usage") else None)
     return run_dir
 
 
-def finish(experiment, cfg, run_dir: RunDir) -> None:
+def finish(experiment, cfg, run_dir: RunDir, remote_usage: dict | None = None) -> None:
     records = run_dir.records()
     summary, rows = experiment.summarize(records, cfg)
+    if remote_usage is not None:
+        summary["remote_usage"] = remote_usage  # this invocation; run.json keeps one entry per invocation
     run_dir.write_summary(summary, rows)
     experiment.plot(records, summary, cfg, run_dir.path)
+
+
+def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: bool = True) -> RunDir:
+    """A ``MULTI_MODEL`` experiment: every model in its own resumable run directory ``out/<model>``
+    (config with ``model`` set and ``models`` empty), then the family's summary and figures in ``out``.
+
+    Models: ``models`` (``--models``), else the config's ``models``, else its ``model`` alone.
+    """
+    names = list(models or cfg.models or ([cfg.model] if cfg.model else []))
+    if not names:
+        raise TasksupError("no models given: pass --models A B ... (smallest first) or set `models:` in the config")
+    slugs = [model_slug(n) for n in names]
+    for i, slug in enumerate(slugs):
+        if slug in slugs[:i]:
+            raise TasksupError(f"models {names[slugs.index(slug)]!r} and {names[i]!r} would share the results folder "
+                               f"{slug!r}: give them folders with distinct names")
+    members = []
+    for name, slug in zip(names, slugs):
+        run_dir = run_model(experiment, dataclasses.replace(cfg, model=name, models=[]), out / slug, progress)
+        members.append({"name": name, "path": str(run_dir.path),
+                        "identity": json.loads((run_dir.path / "run.json").read_text())["model"],
+                        "summary": json.loads((run_dir.path / "summary.json").read_text())})
+    family = dataclasses.replace(cfg, model=None, models=names)
+    top = RunDir(out, to_dict(family), seed=cfg.seed, model={"family": [m["identity"] for m in members]})
+    summary, rows = experiment.summarize_models(members, family)
+    top.write_summary(summary, rows)
+    experiment.plot_models(summary, family, out)
+    return top
