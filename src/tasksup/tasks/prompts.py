@@ -150,6 +150,16 @@ class PromptBuilder:
         inputs = [self.space.sample(rng) for _ in labels]
         lines = [self.example(self.tasks[t], x) for t, x in zip(labels, inputs)]
         seen = {self.space.format(x) for x in inputs}
+        query, qtext, answers, collisions, leaks = self.draw_query(rng, seen, terminator)
+        text = self.delimiter.join(lines + [qtext])
+        return MixturePrompt(text, [t.name for t in self.tasks], d.tolist(), counts,
+                             [self.tasks[t].name for t in labels], query, qtext, answers, collisions, leaks)
+
+    def draw_query(self, rng: np.random.Generator, seen: set[str], terminator: str | None = None):
+        """A query input not written in ``seen`` whose task answers do not collide.
+
+        Returns ``(query, query_text, answers, collision_resamples, leak_resamples)``.
+        """
         collisions = leaks = 0
         for _ in range(MAX_QUERY_DRAWS):
             query = self.space.sample(rng)
@@ -161,13 +171,9 @@ class PromptBuilder:
             if answers_collide(answers, allow_prefixes=terminator is not None):
                 collisions += 1
                 continue
-            break
-        else:
-            raise TasksupError(f"no query with distinct answers for tasks {[t.name for t in self.tasks]} "
-                               f"in {MAX_QUERY_DRAWS} draws")
-        text = self.delimiter.join(lines + [qtext])
-        return MixturePrompt(text, [t.name for t in self.tasks], d.tolist(), counts,
-                             [self.tasks[t].name for t in labels], query, qtext, answers, collisions, leaks)
+            return query, qtext, answers, collisions, leaks
+        raise TasksupError(f"no query with distinct answers for tasks {[t.name for t in self.tasks]} "
+                           f"in {MAX_QUERY_DRAWS} draws")
 
     def training_sequence(self, task: Task, m: int, rng: np.random.Generator) -> TrainingSequence:
         """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s)."""
