@@ -8,17 +8,23 @@ from typing import List, Optional
 import typer
 
 from tasksup.cliutil import App
+from tasksup.decoding.command import bench_decode_command, decode_command
+from tasksup.theory.cli import app as theory_app
+from tasksup.vectors.cli import app as vectors_app
 
 app = App(help="Task superposition in language models (paper: 'Everything Everywhere All at Once').")
+app.add_typer(theory_app, name="theory", help="Theorem 1 as a runnable transformer (§5, App. D).")
+app.add_typer(vectors_app, name="vectors", help="Task vectors (§6, App. C): extraction, layer selection.")
 
 
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="An experiment config (configs/*.yaml)."),
     extra_models: Optional[List[str]] = typer.Argument(None, help="More models after --models.", show_default=False),
-    model: Optional[str] = typer.Option(None, "--model", help="HF directory or hub id (overrides the config)."),
+    model: Optional[str] = typer.Option(None, "--model", help="HF directory or hub id, or openai:NAME (overrides the config)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Server of an openai:NAME model, e.g. http://127.0.0.1:8000/v1."),
     models: Optional[str] = typer.Option(None, "--models", help="Several models (experiments that compare models)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/<config>/<model>)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/<config>/<model>; a model family: results/<config>)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
@@ -29,14 +35,33 @@ def run(
     if extra_models and models is None:
         raise TasksupError(f"unexpected arguments {extra_models}; several models go after --models")
     all_models = ([models] + list(extra_models or [])) if models is not None else None
-    if all_models is not None:
-        if model is not None:
-            raise TasksupError("give either --model or --models, not both")
-        if len(all_models) > 1:
-            raise TasksupError("this experiment takes one model; use --model")
-        model = all_models[0]
-    run_dir = run_config(config, model=model, out=out, overrides=set_, progress=progress)
+    if all_models is not None and model is not None:
+        raise TasksupError("give either --model or --models, not both")
+    if not progress:  # also silence transformers' "Loading weights" bar, so that an error is stderr's only line
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    run_dir = run_config(config, model=model, models=all_models, out=out, overrides=set_, progress=progress,
+                         base_url=base_url)
     typer.echo(f"results in {run_dir.path}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="A training config (configs/train_*.yaml; keys in docs/training.md)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<config name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
+    stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Save and stop at this step (--resume continues)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+):
+    """Train a GPT-2 from scratch on one task at a time (paper §4, Eq. 1); works under `accelerate launch`."""
+    from tasksup.train import load_train_config
+    from tasksup.train import train as run_training
+
+    cfg = load_train_config(config, set_)
+    path = run_training(cfg, out or Path("runs") / config.stem, resume=resume, stop_after=stop_after, progress=progress)
+    typer.echo(f"model in {path}")
 
 
 @app.command()
@@ -61,13 +86,50 @@ def tasks(file: Optional[List[Path]] = typer.Option(None, "--file", help="Also l
             typer.echo("    " + _example_line(t))
 
 
+app.command(name="decode")(decode_command)
+
+
 def _example_line(task) -> str:
     import numpy as np
 
     from tasksup.tasks import PromptBuilder
 
+    from tasksup.errors import TasksupError
+
     x = task.inputs.sample(np.random.default_rng(7))
-    return f"{task.name:<18} {PromptBuilder([task]).example(task, x)!r:<44} {task.description}"
+    try:
+        example = repr(PromptBuilder([task]).example(task, x))
+    except TasksupError as e:  # one broken user task must not hide the others
+        example = f"<error: {e}>"
+    return f"{task.name:<18} {example:<44} {task.description}"
+
+
+bench_app = App(help="Benchmarks: ours against the paper's released method, same model, same run.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("scoring")
+def bench_scoring(
+    json_out: bool = typer.Option(False, "--json", help="Also print one JSON object as the last line."),
+    model: Optional[str] = typer.Option(None, "--model", help="Benchmark this causal LM as is (default: random GPT-2)."),
+    layers: int = typer.Option(6, help="Layers of the random GPT-2."),
+    width: int = typer.Option(256, help="Width of the random GPT-2."),
+    vocab: str = typer.Option("gpt2", help="Vocabulary of the random GPT-2: gpt2 (real, cached) | char."),
+    prompt_tokens: int = typer.Option(750, help="Approximate prompt length in tokens."),
+    prompts: int = typer.Option(3, help="Prompts per K."),
+    repeats: int = typer.Option(5, help="Timed repeats per prompt (median)."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+):
+    """Exact scoring (K=4, K=6) and top-k search vs the released code's method: time ratios, peak memory."""
+    from tasksup.bench import BenchSetup, scoring_command
+
+    scoring_command(json_out, BenchSetup(model=model, layers=layers, width=width, vocab=vocab,
+                                         prompt_tokens=prompt_tokens, n_prompts=prompts, repeats=repeats, device=device,
+                                         threads=threads))
+
+
+bench_app.command("decode")(bench_decode_command)
 
 
 def main() -> None:

@@ -41,3 +41,170 @@ def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mix
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return save(fig, stem)
+
+
+def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Fig. 3: P(task A answer), P(task B answer) and ``other`` against lambda (the share of task A).
+
+    Lines are medians over prompts, bands the interquartile range; the dotted diagonals are ideal
+    calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries with ``lambda`` and, per
+    quantity, a :func:`tasksup.metrics.quartiles` dict.
+    """
+    lam = np.array([e["lambda"] for e in per_lambda])
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    for key, color in zip([tasks[0], tasks[1], "other"], ["tab:blue", "tab:orange", "tab:gray"]):
+        med = [e[key]["median"] for e in per_lambda]
+        ax.plot(lam, med, marker="o", ms=3, color=color, label=key)
+        ax.fill_between(lam, [e[key]["q1"] for e in per_lambda], [e[key]["q3"] for e in per_lambda], color=color,
+                        alpha=0.2, lw=0)
+    ax.plot([0, 1], [0, 1], ls=":", color="tab:blue", lw=1)
+    ax.plot([0, 1], [1, 0], ls=":", color="tab:orange", lw=1)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"lambda (share of {tasks[0]} examples)")
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left")
+    return save(fig, stem)
+
+
+def _bar_with_iqr(ax, x, stats: Sequence[dict | None], color: str, label: str, width: float = 0.35) -> None:
+    """Bars at the means of :func:`tasksup.metrics.quartiles` dicts, whiskers at their quartiles."""
+    mean = [s["mean"] if s else np.nan for s in stats]
+    lo = [s["mean"] - s["q1"] if s else 0 for s in stats]
+    hi = [s["q3"] - s["mean"] if s else 0 for s in stats]
+    ax.bar(x, mean, width, color=color, label=label, yerr=np.abs([lo, hi]), capsize=3, ecolor="0.3")
+
+
+def collapse_commitment(summary: dict, title: str, stem: Path) -> list[Path]:
+    """Collapse (1): entropy over tasks and the top task's share, before vs after the first token."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2))
+    labels = ["before", "after 1st token\n(greedy)", "after 1st token\n(sampling, T=1)"]
+    for ax, key, ylabel in ((axes[0], "entropy", "entropy over tasks (bits)"), (axes[1], "top_share", "top task's share")):
+        stats = [summary[f"{key}_before"], summary[f"{key}_after_greedy"], summary[f"{key}_after_sampling"]]
+        _bar_with_iqr(ax, np.arange(3), stats, "tab:blue", "mean (whiskers: quartiles)", width=0.6)
+        ax.set_xticks(range(3), labels, fontsize=8)
+        ax.set_ylabel(ylabel)
+    axes[0].axhline(summary["entropy_max"], ls="--", color="gray", lw=1, label="log2 K (uniform)")
+    axes[0].legend(fontsize=7)
+    axes[1].set_ylim(0, 1.05)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, stem)
+
+
+def collapse_sampling(summary: dict, tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Collapse (2): mean Eq. 3 probability per task vs sampling frequency vs greedy's choice."""
+    names = list(tasks) + ["other"]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.4))
+    for offset, key, color, label in ((-0.27, "mean_model", "tab:gray", "model (Eq. 3)"),
+                                      (0.0, "mean_freq", "tab:blue", f"sampling (N={summary['n_samples']})"),
+                                      (0.27, "greedy_freq", "tab:red", "greedy")):
+        ax.bar(x + offset, summary[key], 0.27, color=color, label=label)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylabel("mean probability / frequency")
+    kl = summary["kl"]["median"] if summary["kl"] else float("nan")
+    ax.set_title(f"{title}\nKL(sampled || model): median {kl:.3g} nats (noise ~{summary['kl_noise']:.2g})", fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, stem)
+
+
+def collapse_drift(summary: dict, title: str, stem: Path) -> list[Path]:
+    """Collapse (3): the share of the first committed task over turns, the entropy over tasks, and how
+    far each turn moves the share of the task just answered (against a calibrated model's move)."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), layout="constrained")
+    turns = np.arange(len(summary["entropy"]))
+    stats = summary["share_first_committed"]
+    if stats and stats[0]:
+        axes[0].plot(turns, [s["mean"] for s in stats], marker="o", label="model (mean)")
+        axes[0].fill_between(turns, [s["q1"] for s in stats], [s["q3"] for s in stats], alpha=0.2, lw=0,
+                             label="quartiles")
+        axes[0].plot(turns, summary["in_context_first_committed"], ls="--", color="gray",
+                     label="its share of the examples")
+        axes[0].legend(fontsize=7)
+    axes[0].set_ylim(0, 1.02)
+    axes[0].set_xlabel("turns (own answers appended)")
+    axes[0].set_ylabel("share of the task first answered")
+    ent = summary["entropy"]
+    axes[1].plot(turns, [s["mean"] for s in ent], marker="o", color="tab:purple")
+    axes[1].fill_between(turns, [s["q1"] for s in ent], [s["q3"] for s in ent], alpha=0.2, lw=0, color="tab:purple")
+    axes[1].set_xlabel("turns (own answers appended)")
+    axes[1].set_ylabel("entropy over tasks (bits)")
+    steps = summary["step_toward_committed"]
+    if any(steps):
+        x = np.arange(1, len(steps) + 1)
+        _bar_with_iqr(axes[2], x, steps, "tab:green", "model (mean; whiskers: quartiles)", width=0.6)
+        axes[2].plot(x, [np.nan if c is None else c for c in summary["calibrated_step_toward_committed"]], "k_",
+                     ms=14, mew=2, label="calibrated (share of examples)")
+        axes[2].legend(fontsize=7)
+    axes[2].axhline(0, color="gray", lw=0.8)
+    axes[2].set_xlabel("turn")
+    axes[2].set_ylabel("change in share of task just answered")
+    fig.suptitle(f"{title}\n(first committed on {summary['n_prompts_first_committed']} prompts; "
+                 f"same task every turn: {summary['same_task_every_turn']:.0%})", fontsize=9)
+    return save(fig, stem)
+
+
+def scaling_bars(models: Sequence[str], stats: dict, ylabel: str, title: str, stem: Path,
+                 ceiling: float | None = None) -> list[Path]:
+    """Fig. 6: one group of bars per model (smallest first), one bar per distribution.
+
+    ``stats``: distribution name -> (means, CI lows, CI highs), each a list over ``models``; the
+    error bars are the confidence intervals. ``ceiling`` draws the largest possible value (r = K).
+    """
+    fig, ax = plt.subplots(figsize=(1.4 * len(models) + 2.0, 3.6))
+    width = 0.8 / len(stats)
+    x = np.arange(len(models))
+    for j, (name, (mean, low, high)) in enumerate(stats.items()):
+        mean, low, high = (np.asarray(v, dtype=float) for v in (mean, low, high))
+        ax.bar(x + (j - (len(stats) - 1) / 2) * width, mean, width, label=name,
+               yerr=np.stack([mean - low, high - mean]), capsize=3, error_kw={"lw": 1})
+    if ceiling is not None:
+        ax.axhline(ceiling, ls="--", color="gray", lw=1, label=f"max = {ceiling:g}")
+    ax.set_xticks(x, models, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, stem)
+
+
+def task_vector_scatter(points: dict, mixtures: dict, tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Fig. 4: task vectors on two LDA axes; a mixture's colour is the same mixture of its tasks' colours.
+
+    ``points``: mixture index -> [n, 2] projected vectors; ``mixtures``: mixture index -> D.
+    Crosses mark each mixture's mean.
+    """
+    base = np.array(matplotlib.colors.to_rgba_array(["tab:red", "tab:green", "tab:blue"] if len(tasks) <= 3
+                                                     else plt.get_cmap("tab10").colors[:len(tasks)]))[:len(tasks), :3]
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for j, pts in points.items():
+        d = np.asarray(mixtures[j], dtype=float)
+        color = np.clip(d @ base, 0, 1)
+        y = pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts))
+        ax.scatter(pts[:, 0], y, s=7, alpha=0.45, color=color, lw=0, label="/".join(f"{x:.2f}" for x in d))
+        ax.scatter(pts[:, 0].mean(), y.mean(), marker="X", s=70, color=color, edgecolor="black", lw=0.7)
+    ax.set_xlabel("LDA axis 1")
+    ax.set_ylabel("LDA axis 2")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, markerscale=2, title="P(" + ")/P(".join(tasks) + ")", title_fontsize=6,
+              bbox_to_anchor=(1.01, 1), loc="upper left")
+    return save(fig, stem)
+
+
+def layer_accuracy_curves(report: dict, title: str, stem: Path) -> list[Path]:
+    """Patched lone-query accuracy per layer for each task (and their mean); dashed: no patch; dotted: ICL."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for n, (task, entry) in enumerate(report["per_task"].items()):
+        color = plt.get_cmap("tab10")(n)
+        acc = [np.nan if a is None else a for a in entry["layer_accuracy"]]
+        ax.plot(range(len(acc)), acc, marker="o", ms=3, color=color, label=task)
+        ax.axhline(entry["icl_accuracy"], ls=":", color=color, lw=1)
+        ax.axhline(entry["baseline_accuracy"], ls="--", color=color, lw=0.8)
+    ax.plot(range(len(report["mean_layer_accuracy"])), report["mean_layer_accuracy"], color="black", lw=2,
+            label=f"mean (best layer {report['layer']})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("layer patched")
+    ax.set_ylabel("accuracy (exact top-1)")
+    ax.set_title(f"{title}\n{report['method']} ({report['mode']}); dotted: ICL, dashed: no patch", fontsize=8)
+    ax.legend(fontsize=7)
+    return save(fig, stem)

@@ -8,6 +8,11 @@ An experiment module defines:
 - ``summarize(records, cfg) -> (summary_dict, csv_rows)``;
 - ``plot(records, summary, cfg, out_dir) -> list of written paths``.
 
+A module with ``MULTI_MODEL = True`` compares a family of models (``--models A B ...``; its Config
+has ``models: list[str]``): the runner calls ``run``/``summarize``/``plot`` once per model, each in
+its own run directory ``<out>/<model>``, then ``summarize_models(members, cfg)`` and
+``plot_models(summary, cfg, out_dir)`` once (``members``: ``[{"name", "path", "identity", "summary"}]``).
+
 The config's ``experiment:`` key picks the module (default ``mixture``).
 """
 
@@ -20,6 +25,11 @@ from tasksup.errors import TasksupError
 
 EXPERIMENTS = {
     "mixture": "tasksup.experiments.mixture",
+    "scaling": "tasksup.experiments.scaling",
+    "collapse": "tasksup.experiments.collapse",
+    "lambda_sweep": "tasksup.experiments.lambda_sweep",
+    "task_vectors": "tasksup.experiments.task_vectors",
+    "vector_patching": "tasksup.experiments.vector_patching",
 }
 
 
@@ -28,7 +38,9 @@ class CommonConfig:
     """Settings every experiment shares."""
 
     experiment: str = "mixture"
-    model: str | None = None  # HF directory or hub id; `--model` on the command line overrides it
+    model: str | None = None  # HF directory or hub id, or openai:NAME (a server); `--model` overrides it
+    base_url: str | None = None  # openai:NAME models: the server, e.g. http://127.0.0.1:8000/v1; `--base-url`
+    remote: dict | None = None  # openai:NAME models: RemoteSettings (docs/remote.md)
     seed: int = 0  # prompt i is drawn from numpy's default_rng([seed, i]): reproducible and resumable
     dtype: str = "float32"  # float32 (exact on CPU) | bfloat16 | float16
     device: str | None = None  # default: cuda when available, else cpu

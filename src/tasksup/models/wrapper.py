@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from tasksup.errors import TasksupError
-from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, run_plans
+from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, prompt_pass, run_plans
 
 
 @dataclass
@@ -113,9 +114,51 @@ class LanguageModel:
         self._check_length(len(ids) + max_tokens)
         return best_first_outputs(self.model, self.tokenizer, ids, k, stop, max_tokens, self.eos_ids)
 
+    def score_and_search(self, prompts: Sequence[str], answers, terminator: str | None = None,
+                         tokenization: str = "in_context", k: int = 6, stop: str | None = "\n",
+                         max_tokens: int = 8) -> tuple[Scores, list[SearchResult]]:
+        """``score(prompts, answers, ...)`` and ``[search(p, k, stop, max_tokens) for p in prompts]``,
+        the same numbers, with each prompt run through the network once for both.
+
+        Prompts go one at a time (on CPU, batching prompts gains nothing: the prompt pass dominates).
+        When a BPE merge crosses the prompt/answer boundary the answers are scored from a shorter
+        prefix, run separately. A subclass that scores or searches its own way (a remote model)
+        gets exactly its own ``score`` and ``search``.
+        """
+        if type(self).score is not LanguageModel.score or type(self).search is not LanguageModel.search:
+            return (self.score(prompts, answers, terminator, tokenization),
+                    [self.search(p, k, stop, max_tokens) for p in prompts])
+        plans = self.plan(prompts, answers, terminator, tokenization)
+        logprobs, found = [], []
+        for prompt, plan in zip(prompts, plans):
+            ids = self.encode(prompt)
+            self._check_length(len(ids) + max_tokens)
+            with torch.inference_mode():
+                state = prompt_pass(self.model, ids)
+                if plan.prefix == ids:  # the usual case: the answers continue the whole prompt
+                    logprobs += run_plans(self.model, [plan], self.pad_id, prefix_state=(state[0], copy.deepcopy(state[1])))
+                else:
+                    logprobs += run_plans(self.model, [plan], self.pad_id)
+            found.append(best_first_outputs(self.model, self.tokenizer, ids, k, stop, max_tokens, self.eos_ids,
+                                            prompt_state=state))
+        scores = Scores(np.stack(logprobs), [p.boundary_merge for p in plans], [p.separate_differs for p in plans])
+        return scores, found
+
     def top_outputs(self, prompt: str, k: int = 6, stop: str | None = "\n", max_tokens: int = 8) -> list[tuple[str, float]]:
         """The exact k most probable complete outputs ``[(text, probability), ...]``, best first."""
         return self.search(prompt, k, stop, max_tokens).outputs
+
+    def decode_superposed(self, prompt: str, k: int = 6, stop: str | None = "\n", max_tokens: int | None = None,
+                          tasks=None) -> list:
+        """Every task's answer from one prompt: ``[(output, probability, task_or_None), ...]``, best first.
+
+        The exact k most probable complete outputs (:meth:`search`). ``tasks``: a family or task
+        names (answers computed from the query on the prompt's last line) or ``{task: answer}``;
+        see :mod:`tasksup.decoding`. ``max_tokens``: default 32, or what the context leaves.
+        """
+        from tasksup.decoding import decode
+
+        return decode(self, prompt, k, stop, max_tokens, tasks)[0]
 
     # -- provenance ------------------------------------------------------------------------
     def identity(self) -> dict:
