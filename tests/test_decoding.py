@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from reference import in_context_logprob, next_token_logprobs
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from typer.testing import CliRunner
 
 from tasksup import TasksupError, load_model
@@ -19,7 +17,7 @@ from tasksup.cli import app
 from tasksup.decoding import PromptState, greedy_output, sample_outputs, superposed_decode, task_mixture
 from tasksup.decoding.superposed import mixed_embedding
 from tasksup.tasks import PromptBuilder, all_tasks, get_input_space, parse_query, query_answers, resolve_tasks
-from tasksup.testing import save_tiny_model
+from tasksup.testing import save_tiny_model, word_level_tokenizer
 
 RTOL = 1e-4
 # Merged tokens ("ab", "\n\n") that the char-level encoder never produces but the model can
@@ -31,16 +29,9 @@ MAX_TOKENS = 4
 FAILURE_PROBABILITY = 1e-6
 
 
-def vocab_tokenizer() -> PreTrainedTokenizerFast:
-    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(VOCAB)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-
-
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def small_lm(request, tmp_path_factory):
-    path = save_tiny_model(tmp_path_factory.mktemp("decvocab") / request.param, request.param, vocab_tokenizer())
+    path = save_tiny_model(tmp_path_factory.mktemp("decvocab") / request.param, request.param, word_level_tokenizer(VOCAB))
     return load_model(str(path), device="cpu")
 
 

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import torch
 from reference import in_context_logprob, next_token_logprobs
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from tasksup import TasksupError, load_model, scoring
-from tasksup.testing import save_tiny_model
+from tasksup.testing import save_tiny_model, word_level_tokenizer
 
 RTOL = 1e-4
 # A vocabulary small enough to enumerate every output: "0", "1", "\n", plus two merged tokens the
@@ -22,16 +20,9 @@ TINY_VOCAB = ["<pad>", "<unk>", "<eos>", "0", "1", "\n", "01", "\n\n"]
 PROMPT = "01\n10\n11\n0"
 
 
-def tiny_vocab_tokenizer() -> PreTrainedTokenizerFast:
-    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(TINY_VOCAB)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-
-
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def tiny_vocab_lm(request, tmp_path_factory):
-    path = save_tiny_model(tmp_path_factory.mktemp("tinyvocab") / request.param, request.param, tiny_vocab_tokenizer())
+    path = save_tiny_model(tmp_path_factory.mktemp("tinyvocab") / request.param, request.param, word_level_tokenizer(TINY_VOCAB))
     return load_model(str(path), device="cpu")
 
 

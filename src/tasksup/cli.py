@@ -67,9 +67,7 @@ def train(
 @app.command()
 def tasks(file: Optional[List[Path]] = typer.Option(None, "--file", help="Also load tasks declared in a YAML file.")):
     """List every registered task family and task with one example each."""
-    import numpy as np
-
-    from tasksup.tasks import PromptBuilder, all_families, all_tasks, load_task_file
+    from tasksup.tasks import all_families, all_tasks, load_task_file
 
     for f in file or []:
         load_task_file(f)
@@ -92,9 +90,8 @@ app.command(name="decode")(decode_command)
 def _example_line(task) -> str:
     import numpy as np
 
-    from tasksup.tasks import PromptBuilder
-
     from tasksup.errors import TasksupError
+    from tasksup.tasks import PromptBuilder
 
     x = task.inputs.sample(np.random.default_rng(7))
     try:

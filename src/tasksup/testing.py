@@ -51,6 +51,19 @@ def tiny_config(arch: str, vocab_size: int, *, layers: int = 2, width: int = 32,
     raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
 
 
+def word_level_tokenizer(vocab: list[str]):
+    """A tokenizer over exactly ``vocab`` (which must hold ``<pad>``, ``<unk>``, ``<eos>``) that encodes
+    text one character per token; multi-character entries are never produced by encoding but a model
+    can still generate them, which is what exhaustive-enumeration tests of decoding need."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+
+
 def save_tiny_model(path: str | Path, arch: str, tokenizer=None, *, seed: int = 0, sharpen: float = 8.0,
                     **config) -> Path:
     """Build a random model of ``arch`` on ``tokenizer`` (default: our char tokenizer) and save both.
