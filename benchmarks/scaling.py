@@ -1,7 +1,10 @@
 """Fig. 6 protocol benchmark (issue 5: one ~10M-parameter model in <= 5 minutes on 2 CPU cores).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scaling.py --model checkpoints/numeric6-m \\
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scaling.py --model /tmp/bench/checkpoints/numeric6-m \\
         --widen 5 --extra-layers 2
+
+(/tmp/bench/checkpoints/numeric6-m: ``git archive 2f87062 checkpoints/numeric6-m | tar -x -C /tmp/bench``,
+the first numeric6-m, whose 576 positions hold the protocol's m = 60 prompts; docs/scaling.md.)
 
 Times the whole protocol of ``configs/fig6_scaling.yaml`` (3 distributions x 100 prompts, exact answer
 scores and exact top-6, JSONL written) exactly as ``tasksup run`` runs it, then, in the same run, on
