@@ -148,6 +148,14 @@ class Patch:
             raise TasksupError(f"patch mode must be one of {MODES}, got {self.mode!r}")
 
 
+def _by_layer(patches: Sequence, n_layers: int) -> dict[int, list]:
+    """Patches grouped by their (validated) layer index: one hook per layer."""
+    groups: dict[int, list] = {}
+    for p in patches:
+        groups.setdefault(_validate_layer(p.layer, n_layers), []).append(p)
+    return groups
+
+
 @contextmanager
 def _hooks(model) -> Iterator[tuple[_PassTracker, list]]:
     tracker = _PassTracker(model)
@@ -163,9 +171,7 @@ def _hooks(model) -> Iterator[tuple[_PassTracker, list]]:
 def patching(model: torch.nn.Module, patches: Sequence[Patch]) -> Iterator[None]:
     """Apply ``patches`` to every forward pass inside the block; the hooks are removed on exit."""
     layers = decoder_layers(model)
-    by_layer: dict[int, list[Patch]] = {}
-    for p in patches:
-        by_layer.setdefault(_validate_layer(p.layer, len(layers)), []).append(p)
+    by_layer = _by_layer(patches, len(layers))
     with _hooks(model) as (tracker, handles):
         for index, group in by_layer.items():
             def hook(module, args, output, group=group):
@@ -228,9 +234,7 @@ class HeadPatch:
 def patching_heads(model: torch.nn.Module, patches: Sequence[HeadPatch]) -> Iterator[None]:
     """Apply head-level ``patches`` to every forward pass inside the block; the hooks are removed on exit."""
     projs = attention_out_projs(model)
-    by_layer: dict[int, list[HeadPatch]] = {}
-    for p in patches:
-        by_layer.setdefault(_validate_layer(p.layer, len(projs)), []).append(p)
+    by_layer = _by_layer(patches, len(projs))
     with _hooks(model) as (tracker, handles):
         for index, group in by_layer.items():
             def pre_hook(module, args, group=group):
