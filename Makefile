@@ -2,16 +2,23 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
+LOCK    := requirements/lock.txt
+LATEST  := .venv-latest
+# The CPU build lies on this machine's disk (/opt/wheels); torch from PyPI is a multi-GB CUDA build.
+TORCH   := torch==2.13.0+cpu
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-latest lock clean
 
 install: $(STAMP)
 
-# CPU torch first (the pinned wheel lies on disk): a bare `torch` requirement would pull CUDA builds.
-$(STAMP): pyproject.toml
+# Exact versions with hashes from the lock (every dependency but torch), then torch and the
+# package without resolving anything.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install -q --no-deps $(TORCH)
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $(STAMP)
 
 demo: install
@@ -20,5 +27,26 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Upstream canary: the newest releases pyproject.toml allows (torch stays pinned), in $(LATEST).
+test-latest:
+	test -x $(LATEST)/bin/python || python3 -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager $(TORCH) -e '.[test]'
+	$(LATEST)/bin/python -c "from importlib.metadata import version as v; \
+	  print(*(p + ' ' + v(p) for p in 'transformers torch numpy accelerate tokenizers'.split()), sep=', ')"
+	$(LATEST)/bin/python -m pytest -q
+
+# Pin what `make test-latest` installed (run it first, then `make test`). LOCK_FROM=.venv re-locks
+# what .venv has (e.g. after adding a dependency). uv resolves; torch's deps come from its CPU wheel.
+LOCK_FROM ?= $(LATEST)
+UV_COMPILE = $(LATEST)/bin/uv pip compile -q --generate-hashes --custom-compile-command 'make lock' \
+	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+lock:
+	$(LATEST)/bin/pip install -q uv==0.13.9
+	$(LOCK_FROM)/bin/pip freeze --all --exclude-editable | grep -Ev '^(pip|uv)==' > $(LOCK_FROM)/tested.txt
+	$(UV_COMPILE) pyproject.toml --extra test -c $(LOCK_FROM)/tested.txt \
+	  --find-links /opt/wheels --no-emit-package torch -o $(LOCK)
+	$(UV_COMPILE) requirements/llamacpp.in -c $(LOCK) -o requirements/llamacpp.lock.txt
+	! grep -iE '^(torch|nvidia|triton|cuda)' $(LOCK) requirements/llamacpp.lock.txt
+
 clean:
-	rm -rf .venv results/demo
+	rm -rf .venv $(LATEST) results/demo

@@ -253,7 +253,7 @@ def test_cli_decode_end_to_end(tiny_model_dirs, tmp_path):
 @pytest.mark.parametrize("content, args, message", [
     ("12+34->46\n91*83->", ["--tasks", "add_translate"], "does not match"),
     ("12+34->46\n91+83->", ["--tasks", "no_such_family"], "unknown task or family"),
-    ("12+34->46\n91+83->", ["--k", "0"], "k >= 1"),
+    ("12+34->46\n91+83->", ["--k", "0"], "--k must be >= 1"),
     ("", [], "is empty"),
 ])
 def test_cli_decode_bad_input_is_one_line(tiny_model_dirs, tmp_path, content, args, message):
@@ -318,9 +318,9 @@ def test_cli_bench_decode_resumes(tiny_model_dirs, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--n-prompts", "0"], "n_prompts must be at least 1"),
+    (["--n-prompts", "0"], "--n-prompts must be >= 1"),
     (["--tasks", "no_such_family"], "unknown task or family"),
-    (["--k", "0"], "k must be at least 1"),
+    (["--k", "0"], "--k must be >= 1"),
     (["--n-examples", "1"], "too small"),
 ])
 def test_cli_bench_decode_bad_input_is_one_line(tiny_model_dirs, tmp_path, args, message):

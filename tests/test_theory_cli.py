@@ -1,4 +1,4 @@
-"""`tasksup theory verify` (the Typer app in tasksup.theory.cli)."""
+"""`tasksup theory verify` (the Typer app in tasksup.theory_cli)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from tasksup.theory.cli import app
+from tasksup.theory_cli import app
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "theory_verify.yaml"
 KEYS = {"max_weight_error_exact", "max_weight_error_sigmoid", "max_output_error_exact", "layers",
@@ -52,4 +52,4 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
         assert len(result.stderr.strip().splitlines()) == 1
-        assert result.stderr.startswith("tasksup theory verify: error:")
+        assert result.stderr.startswith("tasksup: error:")

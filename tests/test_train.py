@@ -176,6 +176,20 @@ def test_resume_continues_from_the_same_step(tmp_path):
     assert len((cut / "COMMAND.txt").read_text().splitlines()) == 2
 
 
+def test_snapshots_are_loadable_copies_along_training(tmp_path):
+    """snapshot_every keeps the model of every k-th step (resumable key); the last one is the final model."""
+    cfg = TrainConfig(**dict(TINY, final_eval_prompts=0), steps=8, snapshot_every=4)
+    out = train(cfg, tmp_path / "run", stop_after=4, progress=False)
+    train(cfg, out, resume=True, progress=False)
+    snaps = sorted(p.name for p in (out / "snapshots").iterdir())
+    assert snaps == ["step-000004", "step-000008"]
+    final, last = load_file(str(out / "model.safetensors")), load_file(str(out / "snapshots" / snaps[-1] / "model.safetensors"))
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    first = load_file(str(out / "snapshots" / snaps[0] / "model.safetensors"))
+    assert any(not torch.equal(first[k], final[k]) for k in final)
+    assert load_model(str(out / "snapshots" / snaps[0])).answer_probs("12->a\n34->", ["a", "b"]).shape == (1, 2)
+
+
 # -- bad configs -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("body, message", [
@@ -195,3 +209,34 @@ def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tasksup: error:") and message in lines[0]
+
+
+def test_line_position_init_repeats_every_example_line():
+    """position_init: lines on ret (12-token lines "abcdefgh->c\\n"): rows p and p + 12 differ by the same
+    line-table step for every p of a line, rows of one line differ by the within-line table only, and the
+    scale is init_std."""
+    from tasksup.tasks import PromptBuilder
+    from tasksup.train.data import line_length
+
+    tok = build_char_tokenizer()
+    cfg = TrainConfig(tasks="ret", preset="tiny", position_init="lines", init_std=0.1)
+    builder = PromptBuilder(resolve_tasks("ret"))
+    assert line_length(builder, tok) == 12
+    wpe = build_model(cfg, tok, 144, builder).transformer.wpe.weight.detach()
+    step = wpe[12:24] - wpe[0:12]  # B[line 2] - B[line 1], the same for the 12 positions of a line
+    torch.testing.assert_close(step, step[:1].expand_as(step))
+    within = wpe[24:36] - wpe[24]  # A[j] - A[0], the same in every line
+    torch.testing.assert_close(within, wpe[60:72] - wpe[60])
+    assert 0.07 < float(wpe.std()) < 0.13
+    assert not torch.allclose(wpe[0], wpe[1])
+
+
+def test_line_position_init_needs_fixed_lines_and_no_offsets():
+    from tasksup.tasks import PromptBuilder
+    from tasksup.train.config import validate
+
+    with pytest.raises(TasksupError, match="fixed length"):  # plus: 2- or 3-digit answers
+        build_model(TrainConfig(tasks="plus", preset="tiny", position_init="lines"), build_char_tokenizer(), 128,
+                    PromptBuilder(resolve_tasks("plus")))
+    with pytest.raises(TasksupError, match="position_offset"):
+        validate(TrainConfig(tasks="ret", position_init="lines", position_offset="random"))

@@ -113,6 +113,81 @@ def test_cached_patched_scoring_matches_a_full_uncached_pass(lms, arch):
     np.testing.assert_allclose(fast, slow, atol=1e-5)
 
 
+def _hand_patched_logits(model, layer_module, ids: list[int], position: int, vector) -> torch.Tensor:
+    """Logits [T, V] of one plain uncached forward whose residual stream after ``layer_module`` is
+    overwritten at ``position`` by a hook written here (independent of tasksup.vectors.hooks)."""
+    def overwrite(module, args, output):
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[:, position] = vector
+        return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = layer_module.register_forward_hook(overwrite)
+    try:
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].double()
+    finally:
+        handle.remove()
+
+
+def _hand_patched_logprob(model, layer_module, ids: list[int], position: int, vector, n_prompt: int) -> float:
+    """log P(ids[n_prompt:] | ids[:n_prompt]) under the hand-written patch."""
+    logp = torch.log_softmax(_hand_patched_logits(model, layer_module, ids, position, vector), -1)
+    return sum(float(logp[t - 1, ids[t]]) for t in range(n_prompt, len(ids)))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_cached_patching_matches_a_hand_edited_uncached_forward(lms, arch):
+    """Patched answer scoring (prompt pass, then answers from the KV cache, two prompts left-padded in
+    one batch) and the patched exact top-k search = a plain uncached forward over prompt + output with
+    the hidden state replaced by hand at the prompt's last token, on every architecture."""
+    lm = lms[arch]
+    prompts = [QUERY, "97@10=12\n" + QUERY]
+    layer = 1
+    vector = last_token_states(lm, ["55@66="])[0, layer] * 2
+    with patching(lm.model, [Patch(layer, vector)]):
+        fast = lm.answer_logprobs(prompts, ANSWERS)
+        tops = lm.top_outputs(prompts[1], k=3, stop="\n", max_tokens=3)
+    target = decoder_layers(lm.model)[layer]
+    for i, prompt in enumerate(prompts):
+        n = len(lm.encode(prompt))
+        slow = [_hand_patched_logprob(lm.model, target, lm.encode(prompt + a), n - 1, vector, n) for a in ANSWERS]
+        np.testing.assert_allclose(fast[i], slow, atol=1e-5)
+    n = len(lm.encode(prompts[1]))
+    assert tops
+    for text, prob in tops:  # an output ends with the stop string or an EOS token, whichever path is likelier
+        endings = [lm.encode(prompts[1] + text + "\n")] + [lm.encode(prompts[1] + text) + [e] for e in lm.eos_ids]
+        slow = max(_hand_patched_logprob(lm.model, target, ids, n - 1, vector, n) for ids in endings)
+        np.testing.assert_allclose(np.log(prob), slow, atol=1e-5)
+    unpatched = lm.answer_logprobs(prompts, ANSWERS)
+    assert np.abs(unpatched - fast).max() > 1e-2  # the patch matters, so agreement above is not vacuous
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_pass_tracker_finds_the_cache_under_either_keyword(lms, arch):
+    """The tracker reads the cache object, not a keyword: a continuation pass given its cache as
+    ``cache=`` (transformers >= 5.24) or ``past_key_values=`` (older) is patched identically."""
+    import warnings
+
+    from tasksup.compat import cache_kwarg, output_cache
+
+    lm = lms[arch]
+    full = lm.encode(QUERY + "12")
+    ids, n = torch.tensor([full]), len(lm.encode(QUERY))
+    vector = last_token_states(lm, ["55@66="])[0, 0]
+    results = []
+    for keyword in dict.fromkeys([cache_kwarg(lm.model), "past_key_values"]):
+        with patching(lm.model, [Patch(0, vector, position=n)]), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the old keyword is deprecated from 5.24
+            cache = output_cache(lm.model(input_ids=ids[:, :n], use_cache=True))
+            out = lm.model(input_ids=ids[:, n:], position_ids=torch.arange(n, ids.shape[1])[None],
+                           use_cache=True, **{keyword: cache})
+        results.append(out.logits[0, -1].double())
+    reference = _hand_patched_logits(lm.model, decoder_layers(lm.model)[0], full, n, vector)[-1]
+    for logits in results:
+        np.testing.assert_allclose(logits, reference, atol=1e-5)
+
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_states_match_output_hidden_states_one_prompt_at_a_time(lms, arch):
     """All layers from one batched, left-padded pass = HF's hidden_states of separate unpadded passes

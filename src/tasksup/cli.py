@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from tasksup import cliutil
 from tasksup.cliutil import App
 from tasksup.decoding.command import bench_decode_command, decode_command
-from tasksup.theory.cli import app as theory_app
+from tasksup.logs import VERBOSE_ENV
+from tasksup.theory_cli import app as theory_app
 from tasksup.vectors.cli import app as vectors_app
 
 app = App(help="Task superposition in language models (paper: 'Everything Everywhere All at Once').")
 app.add_typer(theory_app, name="theory", help="Theorem 1 as a runnable transformer (§5, App. D).")
 app.add_typer(vectors_app, name="vectors", help="Task vectors (§6, App. C): extraction, layer selection.")
+
+
+@app.callback()
+def options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party warnings, logs and progress "
+                                         f"bars (also {VERBOSE_ENV}=1).")) -> None:
+    """Task superposition in language models (paper: 'Everything Everywhere All at Once')."""
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"
 
 
 @app.command()
@@ -37,10 +48,6 @@ def run(
     all_models = ([models] + list(extra_models or [])) if models is not None else None
     if all_models is not None and model is not None:
         raise TasksupError("give either --model or --models, not both")
-    if not progress:  # also silence transformers' "Loading weights" bar, so that an error is stderr's only line
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     run_dir = run_config(config, model=model, models=all_models, out=out, overrides=set_, progress=progress,
                          base_url=base_url)
     typer.echo(f"results in {run_dir.path}")
@@ -56,7 +63,10 @@ def train(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train a GPT-2 from scratch on one task at a time (paper §4, Eq. 1); works under `accelerate launch`."""
-    from tasksup.train import load_train_config
+    from tasksup.config import check_options
+
+    check_options(stop_after=stop_after)
+    from tasksup.train import load_train_config  # torch, transformers, accelerate
     from tasksup.train import train as run_training
 
     cfg = load_train_config(config, set_)
@@ -119,7 +129,11 @@ def bench_scoring(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
 ):
     """Exact scoring (K=4, K=6) and top-k search vs the released code's method: time ratios, peak memory."""
-    from tasksup.bench import BenchSetup, scoring_command
+    from tasksup.config import check_options
+
+    check_options(layers=layers, width=width, prompt_tokens=prompt_tokens, prompts=prompts, repeats=repeats,
+                  threads=threads)
+    from tasksup.bench import BenchSetup, scoring_command  # torch
 
     scoring_command(json_out, BenchSetup(model=model, layers=layers, width=width, vocab=vocab,
                                          prompt_tokens=prompt_tokens, n_prompts=prompts, repeats=repeats, device=device,
@@ -130,7 +144,7 @@ bench_app.command("decode")(bench_decode_command)
 
 
 def main() -> None:
-    app()
+    cliutil.main(app)
 
 
 if __name__ == "__main__":

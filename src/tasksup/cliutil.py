@@ -1,20 +1,38 @@
-"""The CLI's error contract: a :class:`TasksupError` becomes one line on stderr and exit status 2."""
+"""The CLI's error contract: a :class:`TasksupError` becomes one line on stderr and exit status 2.
+
+The error is the last line: every progress bar is closed before it is printed (a bar left open
+redraws itself below it when the process exits), and third-party warnings, logs and bars never
+reach the terminal (:func:`tasksup.logs.quiet_third_party`).
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 
 import typer
 
 from tasksup.errors import TasksupError
+from tasksup.logs import quiet_third_party
 
 ERROR_EXIT = 2
+# click's UsageError (Typer >= 0.26 vendors click as typer._click, so it is reached through a public subclass)
+UsageError = typer.BadParameter.__base__
 
 
 def fail(message: str) -> typer.Exit:
     """Print a one-line error; ``raise fail(...)`` exits with status 2."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
     typer.echo(f"tasksup: error: {message}", err=True)
     return typer.Exit(ERROR_EXIT)
+
+
+def close_progress_bars() -> None:
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(tqdm._instances):
+            bar.close()
 
 
 class App(typer.Typer):
@@ -31,12 +49,27 @@ class App(typer.Typer):
         def decorate(fn):
             @functools.wraps(fn)
             def guarded(*a, **k):
+                quiet_third_party()
                 try:
                     return fn(*a, **k)
                 except TasksupError as e:
+                    close_progress_bars()
                     raise fail(str(e)) from None
 
             register(guarded)
             return fn
 
         return decorate
+
+
+def main(app: typer.Typer) -> None:
+    """Run ``app`` as a console script: as ``app()`` does, except that a usage error (an unknown
+    command or option, a missing argument, a value of the wrong type) is one line too."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a command group alone: Typer prints its help and exits
+            app()
+        see = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+        code = fail(e.format_message() + see).exit_code
+    sys.exit(code if isinstance(code, int) else 0)

@@ -55,7 +55,10 @@ def git_commit() -> str | None:
 class RunDir:
     def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, no permission ...
+            raise TasksupError(f"cannot create the results directory {str(self.path)!r}: {e.strerror}") from None
         self.jsonl = self.path / "results.jsonl"
         cfg_file = self.path / "config.json"
         if cfg_file.is_file() and self.jsonl.is_file():

@@ -10,8 +10,12 @@ from pathlib import Path
 from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
 from tasksup.errors import TasksupError
 from tasksup.experiments import get_experiment
+from tasksup.logs import logged_to
 from tasksup.results import RunDir
 from tasksup.tasks import load_task_file
+
+
+LOG_FILE = "warnings.log"  # third-party warnings of the run (kept off the terminal; see tasksup.logs)
 
 
 def model_slug(name: str) -> str:
@@ -67,12 +71,13 @@ def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
     """Load ``cfg.model``, compute what ``out`` lacks, summarise and plot there."""
     lm = load_for(cfg)
     run_dir = RunDir(out, to_dict(cfg), seed=cfg.seed, model=lm.identity())
-    try:
-        experiment.run(cfg, lm, run_dir, progress)
-    finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error
-        if hasattr(lm, "usage"):
-            run_dir.log_remote_usage(lm.usage())
-    finish(experiment, cfg, run_dir, remote_usage=lm.usage() if hasattr(lm, "usage") else None)
+    with logged_to(run_dir.path / LOG_FILE):
+        try:
+            experiment.run(cfg, lm, run_dir, progress)
+        finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error
+            if hasattr(lm, "usage"):
+                run_dir.log_remote_usage(lm.usage())
+        finish(experiment, cfg, run_dir, remote_usage=lm.usage() if hasattr(lm, "usage") else None)
     return run_dir
 
 

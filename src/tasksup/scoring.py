@@ -36,6 +36,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from tasksup.compat import accepts, cache_kwarg, output_cache
 from tasksup.errors import TasksupError
 
 TOKENIZATIONS = ("in_context", "separate")
@@ -100,21 +101,15 @@ def plan_scoring(encode, encode_bare, prompt: str, answers: Sequence[str], termi
     return ScoringPlan(p[:c], rows, answer_rows, remainder, merge, differs)
 
 
-def _supports_logits_to_keep(model) -> bool:
-    import inspect
-
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
 def _forward(model, input_ids, attention_mask, position_ids, past=None, keep_last_only=False):
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     if past is not None:
-        kwargs["past_key_values"] = past
-    if keep_last_only and _supports_logits_to_keep(model):
+        kwargs[cache_kwarg(model)] = past
+    if keep_last_only and accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     out = model(**kwargs)
     logits = out.logits[:, -1:] if keep_last_only else out.logits
-    return logits, out.past_key_values
+    return logits, output_cache(out)
 
 
 def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -204,6 +199,7 @@ class SearchResult:
     expansions: int  # nodes whose next-token distribution was computed
     duplicates: int = 0  # complete token sequences skipped because an earlier one gave the same string
     prompt_tokens: int = 0
+    exhausted: bool = False  # stopped by max_expansions before finding k outputs: ``outputs`` may be incomplete
 
 
 CHILD_CHUNK = 64  # children an expanded node keeps, best first; further ones are recomputed on demand
@@ -287,7 +283,7 @@ class OutputReader:
 
 @torch.inference_mode()
 def best_first_outputs(model, tokenizer, prompt_ids: list[int], k: int, stop: str | None, max_tokens: int,
-                       eos_ids: set[int], prompt_state=None) -> SearchResult:
+                       eos_ids: set[int], prompt_state=None, max_expansions: int | None = None) -> SearchResult:
     """The exact k most probable complete outputs, by best-first (uniform-cost) search.
 
     A token path is *complete* when its decoded text contains ``stop`` (the output is the text
@@ -304,6 +300,10 @@ def best_first_outputs(model, tokenizer, prompt_ids: list[int], k: int, stop: st
     ``duplicates`` and not added. This equals ``answer_probs(..., terminator=stop)``, which scores
     the single canonical tokenization, whenever that tokenization is the most probable path (the
     usual case); otherwise it is larger (e.g. "is" + "\\n\\n" beating "is" + "\\n").
+
+    ``max_expansions`` bounds the work (a flat distribution can need thousands of expansions): the
+    search then stops with ``exhausted=True`` and the outputs found so far, which are still the
+    most probable ones, in order, but may be fewer than k.
     """
     if k < 1 or max_tokens < 1:
         raise TasksupError("top_outputs needs k >= 1 and max_tokens >= 1")
@@ -346,6 +346,9 @@ def best_first_outputs(model, tokenizer, prompt_ids: list[int], k: int, stop: st
             else:
                 outputs[done_text] = float(np.exp(-neg))
         elif len(path) < max_tokens:
+            if expansions == max_expansions:
+                return SearchResult(list(outputs.items()), stepper.forward_tokens, expansions, duplicates,
+                                    len(prompt_ids), exhausted=True)
             expansions += 1
             push_child(expand(path, -neg), 0)
     return SearchResult(list(outputs.items()), stepper.forward_tokens, expansions, duplicates, len(prompt_ids))

@@ -8,11 +8,20 @@
 Docs and measured numbers: ``docs/decoding.md``.
 """
 
-from tasksup.decoding.attribution import (Decoded, TaskShare, attribute, decode, default_max_tokens, query_line,
-                                          task_answers, task_mixture)
-from tasksup.decoding.generate import Generation, PromptState, greedy_output, sample_outputs
-from tasksup.decoding.superposed import SuperposedResult, superposed_decode
+import importlib
 
-__all__ = ["Decoded", "Generation", "PromptState", "SuperposedResult", "TaskShare", "attribute", "decode",
-           "default_max_tokens", "greedy_output", "query_line", "sample_outputs", "superposed_decode",
-           "task_answers", "task_mixture"]
+# Every public name and its submodule, imported on first use: they import torch, which the CLI (and this
+# package's `command` module) does not need before it has checked its input.
+_EXPORTS = {
+    **dict.fromkeys(["Decoded", "TaskShare", "attribute", "decode", "default_max_tokens", "query_line", "task_answers",
+                     "task_mixture"], "attribution"),
+    **dict.fromkeys(["Generation", "PromptState", "greedy_output", "sample_outputs"], "generate"),
+    **dict.fromkeys(["SuperposedResult", "superposed_decode"], "superposed"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

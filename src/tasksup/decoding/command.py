@@ -11,14 +11,13 @@ from typing import List, Optional
 
 import typer
 
+from tasksup.config import check_options, read_text
 from tasksup.errors import TasksupError
 
 
 def read_prompt(path: Path) -> str:
     """The prompt file's text; one trailing newline (the one editors add) is dropped."""
-    if not path.is_file():
-        raise TasksupError(f"prompt file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "prompt file")
     text = text[:-1] if text.endswith("\n") else text
     if not text.strip():
         raise TasksupError(f"prompt file {str(path)!r} is empty")
@@ -50,17 +49,23 @@ def decode_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ):
     """The k most probable complete outputs of one prompt (exact), the task each answers, the task mixture."""
-    from tasksup.decoding import decode, query_line, task_mixture
-    from tasksup.models import load_model
     from tasksup.tasks import load_task_file
 
-    stop = codecs.decode(stop, "unicode_escape")
+    check_options(k=k, max_tokens=max_tokens, dtype=dtype)
+    try:
+        stop = codecs.decode(stop, "unicode_escape")
+    except UnicodeDecodeError:
+        raise TasksupError(f"--stop {stop!r} has an invalid escape sequence") from None
     if not stop:
         raise TasksupError("--stop must not be empty")
     for f in task_file or []:
         load_task_file(f)
     prompt = read_prompt(prompt_file)
     spec = parse_tasks(tasks)
+
+    from tasksup.decoding import decode, query_line, task_mixture
+    from tasksup.models import load_model
+
     lm = load_model(model, dtype=dtype, device=device)
     start = time.perf_counter()
     decoded, answers, found = decode(lm, prompt, k, stop, max_tokens, spec)
@@ -116,7 +121,9 @@ def bench_decode_command(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
     """Task answers recovered and cost: best-first vs K greedy single-task decodes vs sampling vs Superposed Decoding."""
-    from tasksup.decoding.bench import BenchSettings, format_table, run_bench
+    check_options(n_examples=n_examples, n_prompts=n_prompts, k=k, max_tokens=max_tokens, max_samples=max_samples,
+                  seed=seed, dtype=dtype)
+    from tasksup.decoding.bench import BenchSettings, format_table, run_bench  # torch
     from tasksup.models import load_model
     from tasksup.results import RunDir
     from tasksup.runner import model_slug

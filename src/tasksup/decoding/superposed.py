@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tasksup.compat import cache_kwarg
 from tasksup.decoding.generate import PromptState
 from tasksup.errors import TasksupError
 
@@ -56,7 +57,7 @@ def superposed_decode(state: PromptState, k: int) -> SuperposedResult:
             cache = cache if cache is not None else state.fork(1)
             mix = mixed_embedding(embed, [p[-1] for p, _ in drafts], [s for _, s in drafts])
             position = state.n + step - 1
-            out = model(inputs_embeds=mix, past_key_values=cache, use_cache=True,
+            out = model(inputs_embeds=mix, **{cache_kwarg(model): cache}, use_cache=True,
                         attention_mask=torch.ones((1, position + 1), dtype=torch.long, device=state.device),
                         position_ids=torch.tensor([[position]], device=state.device))
             logp = torch.log_softmax(out.logits[0, -1].float(), -1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+from tasksup.config import check_fields
 from tasksup.errors import TasksupError
 
 EXPERIMENTS = {
@@ -47,6 +48,9 @@ class CommonConfig:
     device_map: str | None = None  # "auto": spread a large model over the available devices (accelerate)
     batch_size: int = 8  # prompts scored in one batched forward pass
     task_files: list[str] = field(default_factory=list)  # YAML files declaring extra tasks (tasks/declared.py)
+
+    def __post_init__(self):
+        check_fields(self)  # every numeric setting in its range (config.RANGES), however the config was made
 
 
 def get_experiment(name: str):

@@ -35,7 +35,7 @@ from tasksup import metrics
 from tasksup.decoding import PromptState, sample_outputs
 from tasksup.errors import TasksupError
 from tasksup.experiments import CommonConfig
-from tasksup.tasks import PromptBuilder, example_counts, example_inputs, normalize_mixture, resolve_tasks
+from tasksup.tasks import PromptBuilder, check_fits, example_counts, example_inputs, normalize_mixture, resolve_tasks
 
 PARTS = ("commitment", "sampling", "drift")
 DRIFT_DECODERS = ("greedy", "sample")
@@ -68,8 +68,6 @@ def check(cfg: Config) -> None:
         raise TasksupError(f"parts must be a non-empty subset of {list(PARTS)}, got {cfg.parts}")
     if cfg.drift_decoder not in DRIFT_DECODERS:
         raise TasksupError(f"drift_decoder must be one of {DRIFT_DECODERS}, got {cfg.drift_decoder!r}")
-    if cfg.n_samples < 1 or cfg.temperature <= 0 or cfg.n_turns < 1 or cfg.max_tokens < 1:
-        raise TasksupError("n_samples, n_turns and max_tokens must be >= 1 and temperature > 0")
 
 
 def entropy_bits(shares) -> float:
@@ -250,6 +248,7 @@ def prompt_record(lm, cfg: Config, builder: PromptBuilder, index: int) -> dict:
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+    check_fits(lm, builder, cfg.n_examples, terminator=cfg.delimiter, generate=cfg.max_tokens)
     done = run_dir.done()
     todo = [i for i in range(cfg.n_prompts) if i not in done]
     bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from tasksup import metrics
 from tasksup.errors import TasksupError
 from tasksup.experiments import CommonConfig, mixture
-from tasksup.tasks import PromptBuilder, example_counts, resolve_tasks
+from tasksup.tasks import PromptBuilder, check_fits, example_counts, resolve_tasks
 
 PAPER_LAMBDAS = [round(0.1 * i, 1) for i in range(11)]
 
@@ -47,12 +47,10 @@ def mixture_config(cfg: Config, lam: float) -> mixture.Config:
 def check(cfg: Config) -> None:
     if len(cfg.tasks) != 2:
         raise TasksupError(f"lambda_sweep mixes exactly two tasks (A, B), got {cfg.tasks}")
-    if not cfg.lambdas or any(not 0.0 <= lam <= 1.0 for lam in cfg.lambdas):
-        raise TasksupError(f"lambdas must be a non-empty list of numbers in [0, 1], got {cfg.lambdas}")
+    if not cfg.lambdas:  # each in [0, 1]: config.RANGES
+        raise TasksupError("lambdas must be a non-empty list of numbers in [0, 1], got []")
     if len(set(cfg.lambdas)) != len(cfg.lambdas):
         raise TasksupError(f"lambdas repeat a value: {cfg.lambdas}")
-    if cfg.n_prompts < 1:
-        raise TasksupError(f"n_prompts must be at least 1, got {cfg.n_prompts}")
     tasks = resolve_tasks(cfg.tasks)
     for lam in cfg.lambdas:
         example_counts(np.array([lam, 1.0 - lam]), cfg.n_examples)
@@ -61,6 +59,7 @@ def check(cfg: Config) -> None:
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
     total = len(cfg.lambdas) * cfg.n_prompts
     done = run_dir.done()
     todo = [i for i in range(total) if i not in done]

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from tasksup import metrics
 from tasksup.experiments import CommonConfig
-from tasksup.tasks import PromptBuilder, example_counts, normalize_mixture, resolve_tasks
+from tasksup.tasks import PromptBuilder, check_fits, example_counts, normalize_mixture, resolve_tasks
 
 
 @dataclass
@@ -70,6 +70,7 @@ def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dic
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
     done = run_dir.done()  # read once: calling it per prompt re-parses the whole JSONL n_prompts times
     todo = [i for i in range(cfg.n_prompts) if i not in done]
     bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from tasksup import metrics
 from tasksup.errors import TasksupError
 from tasksup.experiments import CommonConfig, mixture
-from tasksup.tasks import PromptBuilder, example_counts, normalize_mixture, resolve_tasks
+from tasksup.tasks import PromptBuilder, check_fits, example_counts, normalize_mixture, resolve_tasks
 
 MULTI_MODEL = True
 # The paper's three distributions over the six numeric6 tasks, as exact fractions. D3 "alternates
@@ -84,8 +84,6 @@ def check(cfg: Config) -> None:
         raise TasksupError(f"top_k must be at least 1 (or null for K), got {cfg.top_k}")
     if cfg.n_prompts < 2:
         raise TasksupError(f"n_prompts must be at least 2 (for a confidence interval), got {cfg.n_prompts}")
-    if not 0 < cfg.confidence < 1:
-        raise TasksupError(f"confidence must be in (0, 1), got {cfg.confidence}")
     if cfg.bootstrap_resamples < 100:
         raise TasksupError(f"bootstrap_resamples must be at least 100, got {cfg.bootstrap_resamples}")
     PromptBuilder(tasks, cfg.delimiter)
@@ -94,6 +92,7 @@ def check(cfg: Config) -> None:
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     """Score every (distribution, prompt) not yet in ``run_dir``, a batch of prompts at a time."""
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens)
     done = {(r["distribution"], r["index"]) for r in run_dir.records()}
     total = len(cfg.distributions) * cfg.n_prompts
     bar = tqdm(total=total, initial=len(done), desc=f"{lm.name} prompts", disable=not progress)

@@ -45,14 +45,14 @@ def check(cfg: Config) -> None:
     pipeline.check(cfg)
     if len(cfg.tasks) != 2:
         raise TasksupError(f"vector_patching interpolates exactly two tasks (A, B), got {cfg.tasks}")
-    if not cfg.lambdas or any(not 0.0 <= lam <= 1.0 for lam in cfg.lambdas) or len(set(cfg.lambdas)) != len(cfg.lambdas):
+    if not cfg.lambdas or len(set(cfg.lambdas)) != len(cfg.lambdas):  # each in [0, 1]: config.RANGES
         raise TasksupError(f"lambdas must be distinct numbers in [0, 1], got {cfg.lambdas}")
     for lam in cfg.lambdas:
         example_counts(np.array([lam, 1.0 - lam]), cfg.n_examples)
 
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
-    prep = pipeline.prepare(cfg, lm, run_dir.path, progress)
+    prep = pipeline.prepare(cfg, lm, run_dir.path, progress, generate=cfg.top_max_tokens if cfg.top_k else 0)
     v_a, v_b = (prep.patch_vectors[t] for t in prep.tasks)
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
     done = run_dir.done()

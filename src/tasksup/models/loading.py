@@ -1,4 +1,8 @@
-"""Load any causal LM (a local Hugging Face directory or a hub id) into a :class:`LanguageModel`."""
+"""Load any causal LM (a local Hugging Face directory or a hub id) into a :class:`LanguageModel`.
+
+torch and transformers are imported once the model's name and folder are checked: a wrong path is
+reported at once.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from tasksup.errors import TasksupError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # names of torch dtypes
 # Tokenizer classes that mean "the tokenizer.json in this folder is the tokenizer": transformers 5
 # otherwise rebuilds some tokenizers from the model type (Qwen2) and ignores the saved one.
 SAVED_FAST_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def _first_line(e: BaseException) -> str:
@@ -22,7 +26,39 @@ def _first_line(e: BaseException) -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+    """A local path, not a hub id: explicit, deeper than org/name, or under an existing local folder."""
+    parent = os.path.dirname(os.path.expanduser(name))
+    return (name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep + os.sep in name
+            or (parent != "" and os.path.isdir(parent)))
+
+
+def check_model_dir(path: str, name: str) -> None:
+    """One-line errors for a local model folder that cannot load: no or invalid config.json, no tokenizer
+    (transformers would otherwise build an unrelated tokenizer from the model type), no weights."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise TasksupError(f"model directory {name!r} has no config.json (not a Hugging Face model folder)")
+    try:
+        if not isinstance(json.loads(config.read_text(encoding="utf-8")), dict):
+            raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise TasksupError(f"model directory {name!r}: config.json is not a valid JSON object ({e})") from None
+    if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+        raise TasksupError(f"model directory {name!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    if not any((Path(path) / f).is_file() for f in WEIGHT_FILES):
+        raise TasksupError(f"model directory {name!r} has no weights (none of {', '.join(WEIGHT_FILES)})")
+
+
+def _checked_device(device: str) -> str:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise TasksupError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise TasksupError(f"device {device!r}: CUDA is not available on this machine")
+    return device
 
 
 def load_tokenizer(source: str, *, gguf_file: str | None = None, trust_remote_code: bool = False):
@@ -47,10 +83,6 @@ def load_model(name_or_path: str, *, dtype: str | None = None, device: str | Non
     ``openai:MODEL``: a model behind an OpenAI-compatible server; ``remote`` takes ``base_url`` and
     the settings of :func:`tasksup.models.remote.load_remote_model` (docs/remote.md).
     """
-    from transformers import AutoModelForCausalLM
-
-    from tasksup.models.wrapper import LanguageModel
-
     name = str(name_or_path)
     if name.startswith("openai:"):
         from tasksup.models.remote import load_remote_model
@@ -62,27 +94,38 @@ def load_model(name_or_path: str, *, dtype: str | None = None, device: str | Non
     if os.path.exists(expanded):
         if not os.path.isdir(expanded):
             raise TasksupError(f"model path {name!r} is not a directory")
-        if gguf_file is None and not os.path.isfile(os.path.join(expanded, "config.json")):
-            raise TasksupError(f"model directory {name!r} has no config.json (not a Hugging Face model folder)")
+        if gguf_file is None:
+            check_model_dir(expanded, name)
         source = expanded
     elif _looks_like_path(name):
         raise TasksupError(f"model directory {name!r} does not exist")
     else:
         source = name  # a hub id; works offline only if it is in the local HF cache
     if dtype is not None and dtype not in DTYPES:
-        raise TasksupError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    torch_dtype = DTYPES[dtype or "float32"]
+        raise TasksupError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasksup.models.wrapper import LanguageModel
+
+    torch_dtype = getattr(torch, dtype or "float32")
+    if device_map is None:
+        device = _checked_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         tokenizer = load_tokenizer(source, gguf_file=gguf_file, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, device_map=device_map, gguf_file=gguf_file, trust_remote_code=trust_remote_code
+        model, info = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, device_map=device_map, gguf_file=gguf_file, trust_remote_code=trust_remote_code,
+            output_loading_info=True,
         )
     except TasksupError:
         raise
     except Exception as e:  # corrupt weights, missing files, offline hub, unknown architecture ...
         raise TasksupError(f"could not load model {name!r}: {_first_line(e)}") from None
+    missing = sorted(info["missing_keys"])
+    if missing:  # transformers initialises them at random and only warns
+        raise TasksupError(f"model {name!r}: its weights lack {len(missing)} of the model's tensors ({missing[0]}, ...)")
     if device_map is None:
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
     model.eval()
     return LanguageModel(model, tokenizer, name=name, batch_size=batch_size, gguf_file=gguf_file)

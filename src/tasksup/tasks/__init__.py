@@ -3,7 +3,8 @@
 from tasksup.tasks.declared import load_task_file
 from tasksup.tasks.families import register_paper_families
 from tasksup.tasks.parsing import example_inputs, parse_query, query_answers
-from tasksup.tasks.prompts import MixturePrompt, PromptBuilder, TrainingSequence, example_counts, normalize_mixture
+from tasksup.tasks.prompts import (MixturePrompt, PromptBuilder, TrainingSequence, check_fits, example_counts,
+                                   normalize_mixture)
 from tasksup.tasks.registry import (
     Family,
     InputSpace,
@@ -22,7 +23,7 @@ register_paper_families()
 
 __all__ = [
     "Family", "InputSpace", "MixturePrompt", "PromptBuilder", "Task", "TrainingSequence", "all_families", "all_tasks",
-    "example_counts", "example_inputs", "get_family", "get_input_space", "get_task", "load_task_file",
+    "check_fits", "example_counts", "example_inputs", "get_family", "get_input_space", "get_task", "load_task_file",
     "normalize_mixture", "parse_query", "query_answers",
     "register_family", "register_task", "resolve_tasks",
 ]

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from tasksup.config import read_yaml
 from tasksup.errors import TasksupError
 from tasksup.tasks.data import number_words
 from tasksup.tasks.registry import InputSpace, Task, get_input_space, register_family, register_task
@@ -118,6 +118,8 @@ def _space(spec: dict) -> InputSpace:
     missing = {"name", "template", "separator", "fields"} - set(spec)
     if missing:
         raise TasksupError(f"input space {spec.get('name', '?')!r} lacks {sorted(missing)}")
+    if not isinstance(spec["fields"], dict):
+        raise TasksupError(f"input space {spec['name']!r}: fields must be a mapping of field name to spec")
     samplers = {f: _field_sampler(s, f"input space {spec['name']!r}, field {f!r}") for f, s in spec["fields"].items()}
 
     def sample(rng: np.random.Generator) -> dict:
@@ -129,15 +131,15 @@ def _space(spec: dict) -> InputSpace:
 def load_task_file(path: str | Path) -> list[str]:
     """Register the input spaces, tasks and families of a YAML file; returns the task names added."""
     path = Path(path)
-    if not path.is_file():
-        raise TasksupError(f"task file {str(path)!r} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise TasksupError(f"task file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    doc = read_yaml(path, "task file")
     unknown = set(doc) - {"input_spaces", "tasks", "families"}
     if unknown:
         raise TasksupError(f"task file {str(path)!r}: unknown keys {sorted(unknown)}")
+    for key, needs in (("input_spaces", ()), ("tasks", ()), ("families", ("name", "tasks"))):
+        entries = doc.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and set(needs) <= set(e) for e in entries):
+            what = f"mappings with {' and '.join(needs)}" if needs else "mappings"
+            raise TasksupError(f"task file {str(path)!r}: {key} must be a list of {what}, got {entries!r}")
     spaces = {s["name"]: _space(s) for s in doc.get("input_spaces", [])}
     added = []
     for t in doc.get("tasks", []):

@@ -17,6 +17,7 @@ from tasksup.tasks.registry import Input, Task
 
 MAX_QUERY_DRAWS = 10_000
 SUM_TOLERANCE = 1e-6
+FIT_INPUTS = 1000  # inputs drawn to find the longest example, query and answer of a task space
 
 
 def _as_float(v, where: str) -> float:
@@ -45,8 +46,8 @@ def normalize_mixture(mixture: str | Sequence, k: int) -> np.ndarray:
     d = np.array([_as_float(v, "mixture") for v in mixture], dtype=float)
     if d.shape != (k,):
         raise TasksupError(f"mixture has {d.size} entries but there are {k} tasks")
-    if (d < 0).any():
-        raise TasksupError(f"mixture {d.tolist()} has a negative entry")
+    if not (d >= 0).all():  # also NaN
+        raise TasksupError(f"mixture {d.tolist()} has a negative entry or one that is not a number")
     if abs(d.sum() - 1.0) > SUM_TOLERANCE:
         raise TasksupError(f"mixture {d.tolist()} sums to {d.sum():.6g}, not 1 (write 1/12 rather than 0.083)")
     return d / d.sum()
@@ -185,3 +186,34 @@ class PromptBuilder:
             parts.append(prefix + answer + self.delimiter)
             pos += len(parts[-1])
         return TrainingSequence("".join(parts), task.name, spans)
+
+
+def check_fits(lm, builder: PromptBuilder, m: int, *, terminator: str | None = None, generate: int = 0,
+               fix: str = "--set n_examples={m}") -> None:
+    """Stop with a one-line error, before any computation, when prompts of ``m`` examples may not fit
+    ``lm``'s context; the error names the largest m that fits and ``fix`` (formatted with it).
+
+    Counted conservatively: the special tokens, m times the longest example with its delimiter, the
+    longest query, then the longest answer with ``terminator`` or ``generate`` tokens (a search or
+    decoding budget), whichever is more; each longest over ``FIT_INPUTS`` inputs drawn from the
+    space, each part tokenized on its own (tokens merging across parts only make a prompt shorter).
+    A model with no known context or no local tokenizer (a remote model) is not checked.
+    """
+    limit = lm.max_context
+    if limit is None or getattr(lm, "tokenizer", None) is None:
+        return
+    rng = np.random.default_rng(0)
+    inputs = list({builder.query_text(x): x for x in (builder.space.sample(rng) for _ in range(FIT_INPUTS))}.values())
+
+    def longest(texts) -> int:
+        return max(len(ids) for ids in lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+
+    example = longest(builder.example(t, x) + builder.delimiter for t in builder.tasks for x in inputs)
+    answer = longest(t.answer(x) + (terminator or "") for t in builder.tasks for x in inputs)
+    fixed = len(lm.encode("")) + longest(builder.query_text(x) for x in inputs) + max(answer, generate)
+    need = fixed + m * example
+    if need > limit:
+        most = (limit - fixed) // example
+        fits = (f"the largest m that fits is {most} (set {fix.format(m=most)})" if most >= 1
+                else "not even one example fits")
+        raise TasksupError(f"n_examples={m} needs up to {need} tokens but {lm.name}'s context is {limit}: {fits}")

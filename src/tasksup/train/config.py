@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tasksup.config import apply_overrides, build_config, read_yaml
+from tasksup.config import apply_overrides, build_config, check_fields, read_yaml
 from tasksup.errors import TasksupError
 
 PRESETS = {
@@ -20,7 +20,7 @@ PRESETS = {
     "tiny": {"n_layer": 2, "n_head": 2, "n_embd": 64},
 }
 MIXED_PRECISION = ("no", "bf16", "fp16")
-POSITION_INITS = ("random", "sinusoidal")
+POSITION_INITS = ("random", "sinusoidal", "lines")
 POSITION_OFFSETS = ("none", "random")
 
 
@@ -42,7 +42,9 @@ class TrainConfig:
     n_positions: int | None = None  # context length; default: the longest training sequence rounded up to 64 (x2 with random offsets)
     dropout: float = 0.0  # GPT-2's resid/embd/attn dropout (synthetic data never repeats: none needed)
     init_std: float = 0.02  # GPT-2's initializer_range (std of every weight at init); see docs/training.md
-    position_init: str = "random"  # random (N(0, init_std)) | sinusoidal (Vaswani et al.; still learned)
+    # random: N(0, init_std) | sinusoidal: Vaswani et al. | lines: row p = A[p mod L] + B[p div L], L the family's
+    # fixed example length in tokens (ret: 12), A and B random with std init_std/sqrt(2). All are learned afterwards.
+    position_init: str = "random"
     # none: positions 0..T-1 (GPT-2, the paper) | random: each training sequence starts at a uniform position in
     # [0, n_positions - T] (Ruoss et al. 2023), so no per-absolute-position lookup table can fit the data
     position_offset: str = "none"
@@ -65,6 +67,10 @@ class TrainConfig:
     eval_prompts: int = 64  # per task, during training
     final_eval_prompts: int = 100  # per task, at the end, with the exact top-1 output (0 = skip)
     save_every: int = 500  # model + resume state; 0 = only at the end
+    snapshot_every: int = 0  # also keep a loadable copy of the model in snapshots/step-NNNNNN every this many steps (0 = none)
+
+    def __post_init__(self):
+        check_fields(self)  # every numeric setting in its range (tasksup.config.RANGES)
 
     def model_size(self) -> dict:
         size = dict(PRESETS[self.preset])
@@ -88,23 +94,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     size = cfg.model_size()
     if size["n_embd"] % size["n_head"]:
         raise TasksupError(f"n_embd ({size['n_embd']}) must be a multiple of n_head ({size['n_head']})")
-    for key in ("steps", "batch_size", "n_layer", "n_head", "n_embd", "log_every"):
-        value = size.get(key, getattr(cfg, key))
-        if value < 1:
-            raise TasksupError(f"{key} must be at least 1, got {value}")
-    for key in ("cpu_threads", "warmup_steps", "eval_every", "save_every", "eval_prompts", "final_eval_prompts"):
-        if getattr(cfg, key) < 0:
-            raise TasksupError(f"{key} must not be negative, got {getattr(cfg, key)}")
-    if not cfg.init_std > 0:
-        raise TasksupError(f"init_std must be positive, got {cfg.init_std}")
-    if not cfg.lr > 0:
-        raise TasksupError(f"lr must be positive, got {cfg.lr}")
-    if not 0 <= cfg.dropout < 1:
-        raise TasksupError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if len(cfg.adam_betas) != 2 or not all(0 <= b < 1 for b in cfg.adam_betas):
+    if len(cfg.adam_betas) != 2:
         raise TasksupError(f"adam_betas must be two numbers in [0, 1), got {cfg.adam_betas}")
     if cfg.position_init not in POSITION_INITS:
         raise TasksupError(f"position_init must be one of {', '.join(POSITION_INITS)}, got {cfg.position_init!r}")
+    if cfg.position_init == "lines" and cfg.position_offset != "none":
+        raise TasksupError("position_init: lines needs position_offset: none (a random offset moves every line's phase)")
     if cfg.position_offset not in POSITION_OFFSETS:
         raise TasksupError(f"position_offset must be one of {', '.join(POSITION_OFFSETS)}, got {cfg.position_offset!r}")
     if cfg.mixed_precision not in MIXED_PRECISION:

@@ -44,6 +44,20 @@ def longest_example(builder: PromptBuilder, seed: int = 0, n: int = CHAR_SAMPLES
                for t in builder.tasks for _ in range(n))
 
 
+def line_length(builder: PromptBuilder, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
+    """The length in tokens of every example plus delimiter, when the family's format fixes it.
+
+    ``position_init: lines`` needs it; a family whose lines vary (plus: 2- or 3-digit answers) is an error.
+    """
+    rng = np.random.default_rng([seed, 0])
+    texts = [builder.example(t, builder.space.sample(rng)) + builder.delimiter for t in builder.tasks for _ in range(n)]
+    lengths = {len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]}
+    if len(lengths) != 1:
+        raise TasksupError(f"position_init: lines needs examples of one fixed length, but this family's lines are "
+                           f"{min(lengths)}-{max(lengths)} tokens long; use position_init: random or sinusoidal")
+    return lengths.pop()
+
+
 def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Which tokens overlap any of the character spans ``[start, end)``."""
     tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)

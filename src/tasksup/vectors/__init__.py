@@ -7,12 +7,21 @@
 ...     lm.answer_probs("12@34=", ["12", "34"])
 """
 
-from tasksup.vectors.decompose import interpolate, simplex_weights
-from tasksup.vectors.extract import last_token_states, lone_queries, task_prompts, task_vectors
-from tasksup.vectors.hooks import (Capture, HeadPatch, Patch, attention_out_projs, capturing, capturing_heads,
-                                   decoder_layers, patching, patching_heads)
-from tasksup.vectors.select import LayerCurve, layer_curve, top1_outputs
+import importlib
 
-__all__ = ["Capture", "HeadPatch", "LayerCurve", "Patch", "attention_out_projs", "capturing", "capturing_heads",
-           "decoder_layers", "interpolate", "last_token_states", "layer_curve", "lone_queries", "patching",
-           "patching_heads", "simplex_weights", "task_prompts", "task_vectors", "top1_outputs"]
+# Every public name and its submodule, imported on first use: they import torch and scipy, which the CLI
+# (and this package's `cli` module) does not need before it has checked its input.
+_EXPORTS = {
+    **dict.fromkeys(["interpolate", "simplex_weights"], "decompose"),
+    **dict.fromkeys(["last_token_states", "lone_queries", "task_prompts", "task_vectors"], "extract"),
+    **dict.fromkeys(["Capture", "HeadPatch", "Patch", "attention_out_projs", "capturing", "capturing_heads",
+                     "decoder_layers", "patching", "patching_heads"], "hooks"),
+    **dict.fromkeys(["LayerCurve", "layer_curve", "top1_outputs"], "select"),
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

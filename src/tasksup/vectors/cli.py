@@ -29,8 +29,12 @@ def layers(
     method: str = typer.Option("task_vector", "--method", help="task_vector (replace) | function_vector (add)."),
     fv_heads: int = typer.Option(10, "--fv-heads", help="function_vector: heads summed."),
     fv_prompts: int = typer.Option(25, "--fv-prompts", help="function_vector: corrupted prompts per task."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Search budget of each top-1 output "
-                                             "(default: twice the longest answer's tokens)."),
+    accuracy: str = typer.Option("exact", "--accuracy", help="A query is correct when its answer is the exact top-1 "
+                                 "output (exact) or the greedy output (greedy, Hendel et al.)."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Longest output considered, in tokens "
+                                             "(default: twice the longest answer's)."),
+    max_nodes: int = typer.Option(256, "--max-nodes", help="exact: search expansions per query before its greedy "
+                                  "output decides (counted as undecided)."),
     seed: int = typer.Option(0, "--seed"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
@@ -45,13 +49,14 @@ def layers(
 
     cfg = pipeline.VectorConfig(tasks=task, model=model, n_prompts=n_prompts, n_examples=n_examples,
                                 n_queries=n_queries, method=method, fv_heads=fv_heads, fv_prompts=fv_prompts,
-                                top1_max_tokens=max_tokens, seed=seed, dtype=dtype, device=device, batch_size=batch_size)
+                                accuracy=accuracy, top1_max_tokens=max_tokens, top1_max_nodes=max_nodes, seed=seed,
+                                dtype=dtype, device=device, batch_size=batch_size)
     pipeline.check(cfg)
     lm = load_model(model, dtype=dtype, device=device, batch_size=batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = out or Path(tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
-        report = pipeline.prepare(cfg, lm, out_dir, progress).report
+        report = pipeline.prepare(cfg, lm, out_dir, progress, fix="--n-examples {m}").report
     per_task = report["per_task"]
     typer.echo(f"{'layer':>5}  " + "  ".join(f"{t:>12}" for t in per_task) + f"  {'mean':>6}")
     for layer, mean in enumerate(report["mean_layer_accuracy"]):
@@ -60,6 +65,9 @@ def layers(
     for t, e in per_task.items():
         typer.echo(f"{t}: ICL accuracy {e['icl_accuracy']:.3f} (m={n_examples}), lone query without a patch "
                    f"{e['baseline_accuracy']:.3f}")
+    undecided = sum(e["undecided"] + e["icl_undecided"] for e in per_task.values())
+    note = f"; {undecided} undecided after --max-nodes {max_nodes} (greedy output used)" if undecided else ""
+    typer.echo(f"accuracy: {accuracy} (outputs up to {report['max_tokens']} tokens){note}")
     if as_json:
         typer.echo(json.dumps({"layer_accuracy": report["mean_layer_accuracy"], "best_layer": report["layer"],
-                               "method": method, "per_task": per_task}))
+                               "method": method, "accuracy": accuracy, "undecided": undecided, "per_task": per_task}))

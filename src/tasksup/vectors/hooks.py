@@ -25,6 +25,7 @@ from typing import Iterator, Sequence
 import torch
 
 from tasksup.errors import TasksupError
+from tasksup.compat import find_cache
 
 # Where the decoder layers of the common architectures live (checked first, then a generic search).
 LAYER_PATHS = ("transformer.h", "model.layers", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
@@ -112,8 +113,9 @@ class _PassTracker:
         self.handle = _base(model).register_forward_pre_hook(self._pre, with_kwargs=True)
 
     def _pre(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        self.past = int(cache.get_seq_length()) if cache is not None and hasattr(cache, "get_seq_length") else 0
+        # the cache object, whatever keyword carries it (transformers 5.24 renamed past_key_values to cache)
+        cache = find_cache([*args, *kwargs.values()])
+        self.past = int(cache.get_seq_length()) if cache is not None else 0
 
     def index(self, position: int, length: int) -> int | None:
         """The index of ``position`` in this pass's ``length`` tokens, or None when the pass does not hold it."""

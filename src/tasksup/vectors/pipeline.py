@@ -11,6 +11,10 @@ Two ways to patch (``method``):
 - ``function_vector`` (Todd et al.): *add* the summed mean outputs of the ``fv_heads`` attention
   heads with the largest causal indirect effect (averaged over the tasks) at ℓ.
 
+A query is correct when its answer is the most likely output, by ``accuracy`` (``exact`` top-1 or
+``greedy``; :mod:`tasksup.vectors.select`). Before anything runs, :func:`tasksup.tasks.check_fits`
+stops a config whose m does not fit the model's context, naming the largest m that does.
+
 Results go to the run directory and are reused when the run resumes: ``vectors.safetensors``
 (v_t for every layer, and the function vectors) and ``layers.json`` (the curves, ℓ*, settings).
 """
@@ -28,12 +32,12 @@ from tqdm import tqdm
 
 from tasksup.errors import TasksupError
 from tasksup.experiments import CommonConfig
-from tasksup.tasks import PromptBuilder, resolve_tasks
+from tasksup.tasks import PromptBuilder, check_fits, resolve_tasks
 from tasksup.vectors.extract import last_token_states, lone_queries, task_prompts
 from tasksup.vectors.function_vectors import (causal_indirect_effects, corrupted_text, function_vector,
                                               mean_head_activations)
 from tasksup.vectors.hooks import decoder_layers
-from tasksup.vectors.select import accuracy, layer_curve, top1_outputs
+from tasksup.vectors.select import MAX_NODES, MEASURES, accuracy, layer_curve, output_budget, top1_outputs
 
 METHODS = {"task_vector": "replace", "function_vector": "add"}
 CORRUPT_STREAM = 13
@@ -53,7 +57,9 @@ class VectorConfig(CommonConfig):
     method: str = "task_vector"  # task_vector (replace, Hendel et al.) | function_vector (add, Todd et al.)
     fv_heads: int = 10  # function_vector: heads summed (Todd et al.: 10)
     fv_prompts: int = 25  # function_vector: corrupted prompts per task for the causal indirect effects
-    top1_max_tokens: int | None = None  # search budget of each exact top-1 output (default: twice the longest answer)
+    accuracy: str = "exact"  # correct = the answer is the exact top-1 output | the greedy output (Hendel et al.)
+    top1_max_tokens: int | None = None  # longest output considered (default: twice the longest answer's tokens)
+    top1_max_nodes: int = MAX_NODES  # exact: search expansions per query before its greedy output decides
     delimiter: str = "\n"
     order: str = "random"  # random | blocked
     terminator: str | None = None  # appended to answers when scoring probabilities (paper: none)
@@ -66,6 +72,8 @@ def check(cfg: VectorConfig) -> None:
     PromptBuilder(tasks, cfg.delimiter)
     if cfg.method not in METHODS:
         raise TasksupError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.accuracy not in MEASURES:
+        raise TasksupError(f"accuracy must be one of {', '.join(MEASURES)}, got {cfg.accuracy!r}")
     for key in ("n_examples", "n_prompts", "n_queries", "fv_heads", "fv_prompts"):
         if getattr(cfg, key) < 1:
             raise TasksupError(f"{key} must be at least 1, got {getattr(cfg, key)}")
@@ -106,18 +114,30 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def prepare(cfg: VectorConfig, lm, out_dir: Path, progress: bool = True) -> Prepared:
-    """Stage 1 (resumable per task): task vectors, ICL accuracy, layer curves, ℓ*, function vectors."""
+def prepare(cfg: VectorConfig, lm, out_dir: Path, progress: bool = True, *, generate: int = 0,
+            fix: str = "--set n_examples={m}") -> Prepared:
+    """Stage 1 (resumable per task): task vectors, ICL accuracy, layer curves, ℓ*, function vectors.
+
+    First, prompts of ``cfg.n_examples`` examples must fit the model's context with the longest
+    output and ``generate`` more tokens (what the caller decodes afterwards); else an error naming
+    the largest m that fits and ``fix`` (:func:`tasksup.tasks.check_fits`).
+    """
     out_dir = Path(out_dir)
     tasks = resolve_tasks(cfg.tasks)
     n_layers = len(decoder_layers(lm.model))
     if cfg.layer is not None and not 0 <= cfg.layer < n_layers:
         raise TasksupError(f"layer {cfg.layer} is out of range: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+    prompts = {t.name: task_prompts(t, cfg.n_prompts, cfg.n_examples, cfg.seed, k, cfg.delimiter)
+               for k, t in enumerate(tasks)}
+    lone = {t.name: lone_queries(t, cfg.n_queries, cfg.seed, k) for k, t in enumerate(tasks)}
+    budget = cfg.top1_max_tokens or output_budget(
+        lm, [p.answers[0] for ps in prompts.values() for p in ps] + [a for qs in lone.values() for _, a in qs],
+        cfg.delimiter)
+    check_fits(lm, PromptBuilder(tasks, cfg.delimiter), cfg.n_examples, terminator=cfg.terminator,
+               generate=max(budget, generate), fix=fix)
     report = _read_report(out_dir / LAYERS_FILE, _settings(cfg))
     vec_file = out_dir / VECTORS_FILE
     tensors = load_file(str(vec_file)) if vec_file.is_file() else {}
-    prompts = {t.name: task_prompts(t, cfg.n_prompts, cfg.n_examples, cfg.seed, k, cfg.delimiter)
-               for k, t in enumerate(tasks)}
     for t in tqdm(tasks, desc="task vectors", disable=not progress):
         if t.name not in tensors:
             tensors[t.name] = last_token_states(lm, [p.text for p in prompts[t.name]]).mean(0)
@@ -129,16 +149,16 @@ def prepare(cfg: VectorConfig, lm, out_dir: Path, progress: bool = True) -> Prep
     else:
         candidates = vectors
     mode = METHODS[cfg.method]
-    for k, t in enumerate(tasks):
+    for t in tasks:
         entry = report["per_task"].setdefault(t.name, {})
         if "icl_accuracy" not in entry:
             queries = [(p.text, p.answers[0]) for p in prompts[t.name]]
-            entry["icl_accuracy"] = accuracy(top1_outputs(lm, queries, (), cfg.delimiter, cfg.top1_max_tokens), queries)
+            found = top1_outputs(lm, queries, (), cfg.delimiter, budget, cfg.accuracy, cfg.top1_max_nodes)
+            entry.update(icl_accuracy=accuracy(found, queries), icl_undecided=found.undecided)
             _write_json(out_dir / LAYERS_FILE, report)
         if cfg.layer is None and "layer_accuracy" not in entry:
-            queries = lone_queries(t, cfg.n_queries, cfg.seed, k)
-            curve = layer_curve(lm, candidates[t.name], queries, mode=mode, stop=cfg.delimiter,
-                                max_tokens=cfg.top1_max_tokens, progress=progress)
+            curve = layer_curve(lm, candidates[t.name], lone[t.name], mode=mode, stop=cfg.delimiter, max_tokens=budget,
+                                measure=cfg.accuracy, max_nodes=cfg.top1_max_nodes, progress=progress)
             entry.update(curve.to_json())
             _write_json(out_dir / LAYERS_FILE, report)
     if cfg.layer is None:
@@ -148,7 +168,7 @@ def prepare(cfg: VectorConfig, lm, out_dir: Path, progress: bool = True) -> Prep
     else:
         layer = cfg.layer
     report.update({"n_layers": n_layers, "layer": layer, "selected": cfg.layer is None, "method": cfg.method,
-                   "mode": mode})
+                   "mode": mode, "accuracy": cfg.accuracy, "max_tokens": budget})
     _write_json(out_dir / LAYERS_FILE, report)
     patch = {name: (v[layer] if v.ndim == 2 else v) for name, v in candidates.items()}
     return Prepared([t.name for t in tasks], layer, mode, vectors, patch, report)

@@ -1,4 +1,8 @@
-"""``tasksup theory ...`` (mounted by the main CLI with ``app.add_typer(app, name="theory")``)."""
+"""``tasksup theory ...`` (mounted by the main CLI with ``app.add_typer(app, name="theory")``).
+
+It lives outside :mod:`tasksup.theory`, whose modules import torch: the CLI loads no heavy library
+before it has checked its input.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-import yaml
 
-app = typer.Typer(help="Theorem 1 as a runnable transformer: K tasks in superposition (Appendix D).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+from tasksup.cliutil import App, main
+from tasksup.config import check_options, check_settings, read_yaml
+from tasksup.errors import TasksupError
 
-SETTINGS = {"k_values": list, "m_values": list, "d": int, "n": int, "trials": int, "seed": int,
+app = App(help="Theorem 1 as a runnable transformer: K tasks in superposition (Appendix D).")
+
+SETTINGS = {"k_values": list[int], "m_values": list[int], "d": int, "n": int, "trials": int, "seed": int,
             "min_separation": float, "constants": dict}
 
 
@@ -23,24 +29,9 @@ def theory() -> None:
 
 
 def read_config(path: Path) -> dict:
-    """Verify settings from YAML (``configs/theory_verify.yaml``); unknown keys and bad types are errors."""
-    if not path.is_file():
-        raise ValueError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"config file {str(path)!r} must hold a mapping of settings")
-    for key, value in raw.items():
-        if key not in SETTINGS:
-            raise ValueError(f"{path}: unknown key {key!r} (known: {', '.join(SETTINGS)})")
-        kind = SETTINGS[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float else (
-            isinstance(value, kind) and not isinstance(value, bool))
-        if not ok:
-            raise ValueError(f"{path}: {key} = {value!r} is not a {kind.__name__}")
+    """Verify settings from YAML (``configs/theory_verify.yaml``); unknown keys, bad types and ranges are errors."""
+    raw = read_yaml(path)
+    check_settings(raw, SETTINGS, source=Path(path).name)
     return raw
 
 
@@ -64,26 +55,29 @@ def verify(
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Also write verify.json and verify.md here."),
 ) -> None:
     """Build both variants on random tasks, proportions and inputs; report weight/output errors and the size used."""
+    check_options(seed=seed, trials=trials, k=k, m=m, d=d, n=n, min_separation=min_separation)
+    if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
+        raise TasksupError(f"--output-dir {str(output_dir)!r} is a file, not a directory")
+    settings = read_config(config) if config is not None else {}
+    given = {"seed": seed, "trials": trials, "k_values": k or None, "m_values": m or None, "d": d, "n": n,
+             "min_separation": min_separation}
+    settings.update({key: value for key, value in given.items() if value is not None})
+
     from tasksup.theory.construction import Constants
     from tasksup.theory.verify import format_report
     from tasksup.theory.verify import verify as run_verify
 
+    raw_constants = dict(settings.pop("constants", {}))
+    known = {f.name for f in fields(Constants)}
+    unknown = sorted(set(raw_constants) - known, key=str)
+    if unknown:
+        raise TasksupError(f"unknown constant {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    cli_constants = {"c_pos": c_pos, "c_avg": c_avg, "c_delta": c_delta, "tau": tau, "c_out": c_out, "c_big": c_big}
+    raw_constants.update({key: value for key, value in cli_constants.items() if value is not None})
     try:
-        settings = read_config(config) if config is not None else {}
-        given = {"seed": seed, "trials": trials, "k_values": k or None, "m_values": m or None, "d": d, "n": n,
-                 "min_separation": min_separation}
-        settings.update({key: value for key, value in given.items() if value is not None})
-        raw_constants = dict(settings.pop("constants", {}))
-        known = {f.name for f in fields(Constants)}
-        unknown = sorted(set(raw_constants) - known)
-        if unknown:
-            raise ValueError(f"unknown constant {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        cli_constants = {"c_pos": c_pos, "c_avg": c_avg, "c_delta": c_delta, "tau": tau, "c_out": c_out, "c_big": c_big}
-        raw_constants.update({key: value for key, value in cli_constants.items() if value is not None})
         report = run_verify(constants=Constants(**raw_constants), **settings)
-    except ValueError as e:
-        typer.echo(f"tasksup theory verify: error: {e}", err=True)
-        raise typer.Exit(2) from None
+    except ValueError as e:  # the construction's own checks: constants, n >= 3, separation vs tau ...
+        raise TasksupError(str(e)) from None
     table = format_report(report)
     typer.echo(table)
     if output_dir is not None:
@@ -95,4 +89,4 @@ def verify(
 
 
 if __name__ == "__main__":
-    app()
+    main(app)
