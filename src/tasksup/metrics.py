@@ -7,6 +7,9 @@
 - ``kl_normalized``: the same with P renormalised over the K answers, P_k / sum_j P_j, i.e. a proper
   KL divergence between two distributions over tasks (0 iff the model's split over tasks equals D).
 - ``r``: how many of the K task answers are among the model's exact top-K complete outputs.
+- :func:`family_masses`: for a prompt mixing two tasks A and B of one ordered family (ret1..ret8,
+  plus0..plus9), the *superposition* mass P(A) + P(B) against the *averaging* mass on the answers of
+  the tasks between them (plus3..plus5 for plus2/plus6), and the mass on the family's other answers.
 
 Both KLs are computed from log-probabilities, so a task answer with probability 1e-300 does not
 need clipping.
@@ -42,6 +45,41 @@ def tasks_in_top(answers: Sequence[str], outputs: Iterable[str]) -> int:
     """r: the number of task answers among the given top outputs."""
     top = set(outputs)
     return sum(a in top for a in answers)
+
+
+def family_masses(answers: Sequence[str], probs: Sequence[float], a: int, b: int) -> dict:
+    """Where a prompt mixing tasks A and B of one ordered family puts its probability.
+
+    ``answers``: every family task's answer to the query, in the family's order; ``probs``: the
+    model's exact probability of each; ``a``, ``b``: the indices of A and B (their answers differ:
+    the prompt builder resamples queries where they coincide).
+
+    - ``p_a``, ``p_b`` and ``superposition_mass`` = p_a + p_b: the tasks in the prompt (a model that
+      superposes them puts lambda and 1 - lambda there, summing to 1);
+    - ``averaging_mass``: the answers of the tasks strictly between A and B in the family's order
+      (plus2/plus6: plus3, plus4, plus5), where a model that averages or interpolates the two tasks
+      puts its mass;
+    - ``outside_mass``: the answers of the remaining tasks (plus0, plus1, plus7..plus9).
+
+    Each distinct answer string is counted once, in the first group it belongs to (A/B, between,
+    outside): a bystander whose answer equals A's or B's adds nothing. The masses add up only if
+    the answers are disjoint outputs (ended by a terminator, or none a prefix of another).
+    """
+    lo, hi = sorted((a, b))
+    counted = {answers[a], answers[b]}
+
+    def mass(indices) -> float:
+        total = 0.0
+        for k in indices:
+            if answers[k] not in counted:
+                counted.add(answers[k])
+                total += float(probs[k])
+        return total
+
+    between = mass(range(lo + 1, hi))
+    outside = mass(k for k in range(len(answers)) if not lo <= k <= hi)
+    return {"p_a": float(probs[a]), "p_b": float(probs[b]), "superposition_mass": float(probs[a]) + float(probs[b]),
+            "averaging_mass": between, "outside_mass": outside}
 
 
 def quartiles(values: Sequence[float]) -> dict:

@@ -208,3 +208,43 @@ def layer_accuracy_curves(report: dict, title: str, stem: Path) -> list[Path]:
     ax.set_title(f"{title}\n{report['method']} ({report['mode']}); dotted: ICL, dashed: no patch", fontsize=8)
     ax.legend(fontsize=7)
     return save(fig, stem)
+
+
+def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
+    """Superposition mass P(A) + P(B) (left) and averaging mass (right, dotted: the family's other
+    answers) against training tokens, log scale; one line per training run, smallest model first.
+
+    ``models``: entries of the emergence experiment's family summary (``run``, ``tokens``,
+    ``n_layer``, ``n_embd``, ``n_parameters``, ``per_lambda``). Error bars: the bootstrap intervals.
+    A model whose training tokens are unknown (not one of our runs) is a horizontal dash-dot line.
+    """
+    runs: dict = {}
+    for m in models:
+        runs.setdefault(m["run"] or m["model"], []).append(m)
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharey=True, layout="constrained")
+    panels = ((axes[0], "superposition_mass", "-"), (axes[1], "averaging_mass", "-"), (axes[1], "outside_mass", ":"))
+    for n, (run, members) in enumerate(sorted(runs.items(), key=lambda kv: kv[1][0]["n_parameters"])):
+        color = plt.get_cmap("tab10")(n % 10)
+        m0 = members[0]
+        label = f"{Path(run).name}: {m0['n_layer']}x{m0['n_embd']}, {m0['n_parameters'] / 1e6:.3g}M"
+        members = sorted(members, key=lambda m: m["tokens"] or 0)
+        for ax, q, ls in panels:
+            stats = [next(e[q] for e in m["per_lambda"] if e["lambda"] == lam) for m in members]
+            mean = np.array([s["mean"] for s in stats])
+            if m0["tokens"] is None:  # one model, not one of our runs
+                ax.axhline(mean[0], color=color, ls="-." if ls == "-" else ":", lw=1, label=label + " (tokens unknown)")
+                continue
+            err = np.abs([mean - [s["ci_low"] for s in stats], [s["ci_high"] for s in stats] - mean])
+            ax.errorbar([m["tokens"] for m in members], mean, yerr=err, color=color, ls=ls, marker="o", ms=3,
+                        capsize=2, label=label if ls == "-" else None)
+    axes[0].axhline(1.0, ls="--", color="gray", lw=1)
+    axes[0].set_title(f"superposition: P({tasks[0]}) + P({tasks[1]})", fontsize=9)
+    axes[1].set_title("averaging: tasks between them (dotted: the other tasks)", fontsize=9)
+    axes[0].set_ylabel("probability (mean, 95% CI)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens seen")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, stem)

@@ -99,7 +99,7 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
     names = list(models or cfg.models or ([cfg.model] if cfg.model else []))
     if not names:
         raise TasksupError("no models given: pass --models A B ... (smallest first) or set `models:` in the config")
-    slugs = [model_slug(n) for n in names]
+    slugs = [getattr(experiment, "member_slug", model_slug)(n) for n in names]
     for i, slug in enumerate(slugs):
         if slug in slugs[:i]:
             raise TasksupError(f"models {names[slugs.index(slug)]!r} and {names[i]!r} would share the results folder "

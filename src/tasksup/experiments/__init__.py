@@ -12,6 +12,8 @@ A module with ``MULTI_MODEL = True`` compares a family of models (``--models A B
 has ``models: list[str]``): the runner calls ``run``/``summarize``/``plot`` once per model, each in
 its own run directory ``<out>/<model>``, then ``summarize_models(members, cfg)`` and
 ``plot_models(summary, cfg, out_dir)`` once (``members``: ``[{"name", "path", "identity", "summary"}]``).
+It may define ``member_slug(name)``, each model's folder name under ``<out>`` (default
+:func:`tasksup.runner.model_slug`, the model folder's own name).
 
 The config's ``experiment:`` key picks the module (default ``mixture``).
 """
@@ -29,6 +31,7 @@ EXPERIMENTS = {
     "scaling": "tasksup.experiments.scaling",
     "collapse": "tasksup.experiments.collapse",
     "lambda_sweep": "tasksup.experiments.lambda_sweep",
+    "emergence": "tasksup.experiments.emergence",
     "task_vectors": "tasksup.experiments.task_vectors",
     "vector_patching": "tasksup.experiments.vector_patching",
 }
