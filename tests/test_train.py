@@ -240,3 +240,31 @@ def test_line_position_init_needs_fixed_lines_and_no_offsets():
                     PromptBuilder(resolve_tasks("plus")))
     with pytest.raises(TasksupError, match="position_offset"):
         validate(TrainConfig(tasks="ret", position_init="lines", position_offset="random"))
+
+
+def test_training_curves_and_the_plateau_break(trained, tmp_path):
+    """curves.png is written at the end; read_curves gives the logged losses and per-task evals; the
+    break step is the first eval whose mean accuracy reaches 0.5; the CLI draws several runs."""
+    from tasksup.train.curves import read_curves
+
+    assert (trained / "curves.png").is_file()
+    curves = read_curves(trained)
+    lines = [json.loads(x) for x in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert curves.loss == [r["loss"] for r in lines if "loss" in r]
+    assert set(curves.accuracy) == set(CONST)
+    summary = json.loads((trained / "train_summary.json").read_text())
+    assert summary["break_step"] == curves.break_step()
+
+    run = tmp_path / "synthetic"
+    run.mkdir()
+    evals = [(100, 0.1, 0.2), (200, 0.4, 0.5), (300, 0.9, 0.3), (400, 1.0, 1.0)]
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 1.0}) + "\n" + json.dumps({"step": s, "eval": {"x": a, "y": b}}) + "\n"
+        for s, a, b in evals))
+    assert read_curves(run).break_step() == 300  # (0.9 + 0.3) / 2 = 0.6; step 200's mean is 0.45
+    assert read_curves(run).break_step(0.95) == 400
+    res = CliRunner().invoke(app, ["train-curves", str(trained), str(run), "--out", str(tmp_path / "fig")])
+    assert res.exit_code == 0, res.output
+    assert '"break_step": 300' in res.output and (tmp_path / "fig.png").is_file()
+    res = CliRunner().invoke(app, ["train-curves", str(tmp_path), "--out", str(tmp_path / "fig")])
+    assert res.exit_code == 2 and "not a tasksup training run" in res.output

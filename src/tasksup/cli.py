@@ -74,6 +74,24 @@ def train(
     typer.echo(f"model in {path}")
 
 
+@app.command(name="train-curves")
+def train_curves(
+    runs: List[Path] = typer.Argument(..., help="Training output folders (with metrics.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Figure path without suffix (writes .png and .pdf)."),
+    title: str = typer.Option("", "--title"),
+):
+    """Loss and per-task accuracy curves of training runs side by side; the step each plateau broke."""
+    import json
+
+    from tasksup.train.curves import plot_curves, read_curves
+
+    curves = [read_curves(r) for r in runs]
+    for c in curves:
+        typer.echo(json.dumps(c.summary()))
+    for path in plot_curves(curves, out, title):
+        typer.echo(f"figure: {path}")
+
+
 @app.command()
 def tasks(file: Optional[List[Path]] = typer.Option(None, "--file", help="Also load tasks declared in a YAML file.")):
     """List every registered task family and task with one example each."""

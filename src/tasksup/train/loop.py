@@ -6,6 +6,7 @@ so ``tasksup.load_model(out)`` and ``AutoModelForCausalLM.from_pretrained(out)``
     config.json, model.safetensors, tokenizer.json, ...   the model (latest checkpoint)
     train_config.yaml       the validated config, as run
     metrics.jsonl           {"step", "loss", "lr", "grad_norm", "elapsed_s"} and {"step", "eval": {...}} lines
+    curves.png, curves.pdf  loss and per-task greedy accuracy against step (tasksup.train.curves)
     final_eval.json         exact top-1 single-task ICL accuracy per task, at the end
     train_summary.json      steps, wall time, parameters, package versions, the commands run
     COMMAND.txt             every command that wrote here, one per line
@@ -36,6 +37,7 @@ from tasksup.errors import TasksupError
 from tasksup.results import package_versions
 from tasksup.tasks import PromptBuilder, load_task_file, resolve_tasks
 from tasksup.train.config import TrainConfig
+from tasksup.train.curves import plot_curves, read_curves
 from tasksup.train.data import SequenceSource, family_chars, line_length, longest_example
 from tasksup.train.evaluate import exact_accuracy, greedy_accuracy
 from tasksup.train.state import STATE_DIR, has_state, load_state, save_state
@@ -286,4 +288,7 @@ def _finish(cfg: TrainConfig, out: Path, source: SequenceSource, model, tokenize
         summary["final_eval_min"] = final["min"]
         tqdm.write(f"final exact top-1 accuracy: min {final['min']:.3f} mean {final['mean']:.3f} over "
                    f"{len(acc)} tasks ({cfg.final_eval_prompts} prompts each)")
+    curves = read_curves(out)
+    summary["break_step"] = curves.break_step()
+    plot_curves([curves], out / "curves", title=f"{out.name}: {', '.join(t.name for t in source.tasks)}")
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
