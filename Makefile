@@ -4,6 +4,7 @@ PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 LOCK    := requirements/lock.txt
 LATEST  := .venv-latest
+# -qq: pip errors only (this machine's pip config names mirror folders that do not exist: a warning per package).
 # The CPU build lies on this machine's disk (/opt/wheels); torch from PyPI is a multi-GB CUDA build.
 TORCH   := torch==2.13.0+cpu
 
@@ -15,9 +16,9 @@ install: $(STAMP)
 # package without resolving anything.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --require-hashes --no-deps -r $(LOCK)
-	$(PIP) install -q --no-deps $(TORCH)
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -qq --require-hashes --no-deps -r $(LOCK)
+	$(PIP) install -qq --no-deps $(TORCH)
+	$(PIP) install -qq --no-deps --no-build-isolation -e .
 	$(PIP) check
 	touch $(STAMP)
 
@@ -30,7 +31,7 @@ test: install
 # Upstream canary: the newest releases pyproject.toml allows (torch stays pinned), in $(LATEST).
 test-latest:
 	test -x $(LATEST)/bin/python || python3 -m venv $(LATEST)
-	$(LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager $(TORCH) -e '.[test]'
+	$(LATEST)/bin/pip install -qq --upgrade --upgrade-strategy eager $(TORCH) -e '.[test]'
 	$(LATEST)/bin/python -c "from importlib.metadata import version as v; \
 	  print(*(p + ' ' + v(p) for p in 'transformers torch numpy accelerate tokenizers'.split()), sep=', ')"
 	$(LATEST)/bin/python -m pytest -q
@@ -41,7 +42,7 @@ LOCK_FROM ?= $(LATEST)
 UV_COMPILE = $(LATEST)/bin/uv pip compile -q --generate-hashes --custom-compile-command 'make lock' \
 	--python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 lock:
-	$(LATEST)/bin/pip install -q uv==0.13.9
+	$(LATEST)/bin/pip install -qq uv==0.13.9
 	$(LOCK_FROM)/bin/pip freeze --all --exclude-editable | grep -Ev '^(pip|uv)==' > $(LOCK_FROM)/tested.txt
 	$(UV_COMPILE) pyproject.toml --extra test -c $(LOCK_FROM)/tested.txt \
 	  --find-links /opt/wheels --no-emit-package torch -o $(LOCK)
