@@ -55,7 +55,7 @@ class _PromptBatch:
         batch = padded_batch(lm, prompts)
         logits, self.cache = _forward(lm.model, batch["input_ids"], batch["attention_mask"], batch["position_ids"],
                                       keep_last_only=True)
-        self.lm, self.mask = lm, batch["attention_mask"]
+        self.lm, self.mask, self.ids = lm, batch["attention_mask"], ids
         self.readers = [OutputReader(lm.tokenizer, row, stop, lm.eos_ids) for row in ids]
         self.first = torch.log_softmax(logits[:, -1].double(), -1).cpu()  # of the first output token [n, V]
 
@@ -70,6 +70,7 @@ class _PromptBatch:
         self._cut(self.mask.shape[1])
         self.cache.batch_select_indices(torch.tensor(rows, device=self.mask.device))
         self.mask, self.readers, self.first = self.mask[rows], [self.readers[i] for i in rows], self.first[rows]
+        self.ids = [self.ids[i] for i in rows]
 
     def _run(self, paths: Sequence[Sequence[int]], offset: int, last_only: bool) -> torch.Tensor:
         """Logits after each row's path; ``offset`` tokens of every path are already in the cache (greedy
@@ -160,10 +161,11 @@ def _search(batch: _PromptBatch, floors: list[float], max_tokens: int, max_nodes
             push(i, path, logp + lp[i])
 
 
-def _answer_path(lm, reader: OutputReader, query: str, answer: str, stop: str, max_tokens: int) -> list[int] | None:
+def _answer_path(lm, reader: OutputReader, head: list[int], query: str, answer: str, stop: str,
+                 max_tokens: int) -> list[int] | None:
     """The answer's own tokens after the query, when they form a complete output the search could
     return (complete at the end and not before, within ``max_tokens``); else None."""
-    head, full = lm.encode(query), lm.encode(query + answer + stop)
+    full = lm.encode(query + answer + stop)  # head: the query's own tokens, encoded once by the batch
     path = full[len(head):]
     if full[:len(head)] != head or not 0 < len(path) <= max_tokens:
         return None
@@ -180,13 +182,13 @@ def _exact(batch: _PromptBatch, queries: Sequence[tuple[str, str]], greedy: list
     lm = batch.lm
     rows = [i for i, (text, logp, rival) in enumerate(greedy) if text is None or rival >= logp - TIE_MARGIN]
     floors = {i: greedy[i][1] if greedy[i][0] is not None else -np.inf for i in rows}
-    answers = {i: _answer_path(lm, batch.readers[i], *queries[i], stop, max_tokens) for i in rows}
+    answers = {i: _answer_path(lm, batch.readers[i], batch.ids[i], *queries[i], stop, max_tokens) for i in rows}
     if any(answers.values()):
         logps = batch.path_logprobs([answers.get(i) or [lm.pad_id] for i in range(len(greedy))])
         floors.update({i: max(floors[i], logps[i]) for i in rows if answers[i]})
     found, undecided = {}, 0
     for i in [i for i in rows if floors[i] == -np.inf]:
-        result = best_first_outputs(lm.model, lm.tokenizer, lm.encode(queries[i][0]), 1, stop, max_tokens,
+        result = best_first_outputs(lm.model, lm.tokenizer, batch.ids[i], 1, stop, max_tokens,
                                     lm.eos_ids, max_expansions=max_nodes)
         undecided += result.exhausted
         found[i] = result.outputs[0][0] if result.outputs else None
