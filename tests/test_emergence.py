@@ -121,6 +121,11 @@ def test_csv_rows_and_figure(family):
         for q in emergence.QUANTITIES:
             assert float(r[f"{q}_mean"]) == pytest.approx(entry[q]["mean"])
             assert float(r[f"{q}_ci_low"]) <= float(r[f"{q}_mean"]) <= float(r[f"{q}_ci_high"])
+        member_records = [json.loads(x) for x in (member_dirs(out)[[1, 2, 3, 0][n // 2]] / "results.jsonl")
+                          .read_text().splitlines()]
+        choice = metrics.per_prompt_choice([x for x in member_records if x["lambda"] == entry["lambda"]])
+        assert float(r["committed"]) == pytest.approx(choice["committed"])
+        assert float(r["follows_example_1"]) == pytest.approx(choice["follows_example"][0])
         if n // 2 == 3:  # the model of no run: no training position
             assert r["run"] == r["step"] == r["tokens"] == ""
             continue

@@ -54,6 +54,10 @@ def test_summary_and_figure(sweep):
     means = [e["plus2"]["mean"] for e in summary["per_lambda"]]
     assert summary["pearson_mean_a_vs_lambda"] == pytest.approx(np.corrcoef(LAMBDAS, means)[0, 1])
     assert (run_dir.path / "fig3.png").is_file() and (run_dir.path / "summary.csv").is_file()
+    mixed = [r for r in records if min(r["counts"]) > 0]
+    first = [r["tasks"][int(np.argmax(r["probs"][:2]))] == r["example_tasks"][0] for r in mixed]
+    assert summary["per_prompt"]["n_prompts"] == len(mixed)
+    assert summary["per_prompt"]["follows_example"][0] == pytest.approx(np.mean(first))
 
 
 def test_resume_recomputes_only_what_is_missing(sweep, tiny_model_dirs):

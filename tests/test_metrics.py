@@ -46,3 +46,25 @@ def test_r_and_quartiles():
     assert metrics.tasks_in_top(["174", "one", "cent"], ["174", "17", "cent", "x"]) == 2
     assert metrics.tasks_in_top(["a"], []) == 0
     assert metrics.quartiles([1, 2, 3, 4]) == {"mean": 2.5, "median": 2.5, "q1": 1.75, "q3": 3.25}
+
+
+def _record(example_tasks, probs):
+    tasks = ["A", "B"]
+    return {"tasks": tasks, "example_tasks": example_tasks, "probs": probs,
+            "counts": [example_tasks.count(t) for t in tasks]}
+
+
+def test_per_prompt_choice_by_hand():
+    """Four mixed prompts and a pure one (skipped); the model copies example 1's task in 3 of 4."""
+    records = [_record(["A", "B", "B"], [0.95, 0.01]),   # commits to A = example 1, minority
+               _record(["B", "A", "A"], [0.02, 0.97]),   # commits to B = example 1, minority
+               _record(["A", "A", "B"], [0.6, 0.4]),     # splits: A (0.6 of the pair) = example 1, majority
+               _record(["B", "A", "B"], [0.92, 0.08]),   # commits to A = example 2, minority
+               _record(["A", "A", "A"], [1.0, 0.0])]     # one task only: not a mixture
+    got = metrics.per_prompt_choice(records, threshold=0.9)
+    assert got["n_prompts"] == 4
+    assert got["committed"] == pytest.approx(3 / 4)  # 0.95/0.96, 0.97/0.99, 0.92/1.0 >= 0.9; 0.6 is not
+    assert got["follows_example"] == pytest.approx([3 / 4, 2 / 4, 0])
+    assert got["follows_majority"] == pytest.approx(1 / 4)
+    assert metrics.per_prompt_choice([_record(["A"], [1.0, 0.0])]) is None
+    assert metrics.per_prompt_choice([{k: v for k, v in records[0].items() if k != "example_tasks"}]) is None

@@ -176,6 +176,22 @@ def test_resume_continues_from_the_same_step(tmp_path):
     assert len((cut / "COMMAND.txt").read_text().splitlines()) == 2
 
 
+def test_finish_writes_the_end_of_run_files_where_it_stops(tmp_path):
+    """--finish at --stop-after: final eval, curves and summary of the model at that step; --resume then
+    continues the same schedule and rewrites them at the end."""
+    cfg = TrainConfig(**dict(TINY, eval_every=4), steps=12)
+    out = train(cfg, tmp_path / "run", stop_after=8, progress=False)
+    assert not (out / "final_eval.json").exists()
+    train(cfg, out, resume=True, stop_after=8, finish=True, progress=False)  # no step run: only the end files
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (summary["steps"], summary["scheduled_steps"]) == (8, 12)
+    assert json.loads((out / "final_eval.json").read_text())["n_prompts_per_task"] == TINY["final_eval_prompts"]
+    evals = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if "eval" in x]
+    assert evals == [4, 8]  # step 8's eval was logged while training: not repeated
+    train(cfg, out, resume=True, progress=False)
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 12
+
+
 def test_snapshots_are_loadable_copies_along_training(tmp_path):
     """snapshot_every keeps the model of every k-th step (resumable key); the last one is the final model."""
     cfg = TrainConfig(**dict(TINY, final_eval_prompts=0), steps=8, snapshot_every=4)
@@ -188,6 +204,33 @@ def test_snapshots_are_loadable_copies_along_training(tmp_path):
     first = load_file(str(out / "snapshots" / snaps[0] / "model.safetensors"))
     assert any(not torch.equal(first[k], final[k]) for k in final)
     assert load_model(str(out / "snapshots" / snaps[0])).answer_probs("12->a\n34->", ["a", "b"]).shape == (1, 2)
+
+
+def test_init_from_starts_a_stage_from_a_trained_model(trained, tmp_path):
+    """A curriculum stage (init_from) starts from the trained weights and tokenizer, not a fresh init:
+    with a vanishing learning rate its model equals the one it started from."""
+    stage = TrainConfig(**dict(TINY, final_eval_prompts=0, lr=1e-12), steps=2, init_from=str(trained))
+    out = train(stage, tmp_path / "stage2", progress=False)
+    before, after = load_file(str(trained / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    assert set(before) == set(after)
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-6
+    assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
+    fresh = train(replace(stage, init_from=None), tmp_path / "fresh", progress=False)
+    assert any(not torch.allclose(before[k], v) for k, v in load_file(str(fresh / "model.safetensors")).items())
+
+
+def test_init_from_errors(trained, tmp_path):
+    from tasksup.train.config import validate
+
+    with pytest.raises(TasksupError, match="remove n_embd, position_init"):
+        validate(TrainConfig(tasks="ret", init_from=str(trained), n_embd=64, position_init="lines"))
+    accented = register_task(Task("test_const_e_acute", get_input_space("num"), lambda x: "é"), replace=True).name
+    with pytest.raises(TasksupError, match="lacks characters these tasks write: 'é'"):  # the char vocab is ASCII
+        train(TrainConfig(**dict(TINY, tasks=[accented]), init_from=str(trained)), tmp_path / "x", progress=False)
+    with pytest.raises(TasksupError, match="positions; these sequences need"):
+        train(TrainConfig(**dict(TINY, n_examples=60), init_from=str(trained)), tmp_path / "y", progress=False)
+    with pytest.raises(TasksupError, match="not a model directory"):
+        train(TrainConfig(**TINY, init_from=str(tmp_path / "nowhere")), tmp_path / "z", progress=False)
 
 
 # -- bad configs -----------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Save and stop at this step (--resume continues)."),
+    finish: bool = typer.Option(False, "--finish", help="Where --stop-after stops, also write the final evaluation, "
+                                "curves and train_summary.json (the run stays resumable)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train a GPT-2 from scratch on one task at a time (paper §4, Eq. 1); works under `accelerate launch`."""
@@ -70,7 +72,8 @@ def train(
     from tasksup.train import train as run_training
 
     cfg = load_train_config(config, set_)
-    path = run_training(cfg, out or Path("runs") / config.stem, resume=resume, stop_after=stop_after, progress=progress)
+    path = run_training(cfg, out or Path("runs") / config.stem, resume=resume, stop_after=stop_after, finish=finish,
+                        progress=progress)
     typer.echo(f"model in {path}")
 
 

@@ -10,6 +10,9 @@
 - :func:`family_masses`: for a prompt mixing two tasks A and B of one ordered family (ret1..ret8,
   plus0..plus9), the *superposition* mass P(A) + P(B) against the *averaging* mass on the answers of
   the tasks between them (plus3..plus5 for plus2/plus6), and the mass on the family's other answers.
+- :func:`per_prompt_choice`: whether a model splits its probability between two tasks *within* a prompt
+  or commits to one per prompt (calibrated only in the mean over prompts), and which example's task
+  its choice follows.
 
 Both KLs are computed from log-probabilities, so a task answer with probability 1e-300 does not
 need clipping.
@@ -80,6 +83,30 @@ def family_masses(answers: Sequence[str], probs: Sequence[float], a: int, b: int
     outside = mass(k for k in range(len(answers)) if not lo <= k <= hi)
     return {"p_a": float(probs[a]), "p_b": float(probs[b]), "superposition_mass": float(probs[a]) + float(probs[b]),
             "averaging_mass": between, "outside_mass": outside}
+
+
+def per_prompt_choice(records: Sequence[dict], threshold: float = 0.9) -> dict | None:
+    """Over two-task prompts holding examples of both tasks: ``committed``, the share of prompts whose
+    more probable task has at least ``threshold`` of P(A) + P(B); ``follows_example[i]``, the share whose
+    more probable task is the task of example i (prompt order); ``follows_majority``, among prompts with
+    unequal counts, the share whose more probable task has more examples. A model that weighs the
+    examples within each prompt has ``committed`` near 0 at lambda = 0.5; one that copies the task of
+    one example has that example's ``follows_example`` at 1. Records need ``example_tasks``; None if
+    none qualifies."""
+    mixed = [r for r in records if "example_tasks" in r and min(r["counts"]) > 0]
+    if not mixed:
+        return None
+    p = np.array([r["probs"][:2] for r in mixed])
+    chosen = [r["tasks"][int(k)] for r, k in zip(mixed, p.argmax(1))]
+    total = np.maximum(p.sum(1), 1e-300)
+    m = min(len(r["example_tasks"]) for r in mixed)
+    unequal = [(r, c) for r, c in zip(mixed, chosen) if r["counts"][0] != r["counts"][1]]
+    return {"n_prompts": len(mixed), "threshold": threshold,
+            "committed": float(np.mean(p.max(1) / total >= threshold)),
+            "follows_example": [float(np.mean([r["example_tasks"][i] == c for r, c in zip(mixed, chosen)]))
+                                for i in range(m)],
+            "follows_majority": float(np.mean([c == r["tasks"][int(np.argmax(r["counts"]))] for r, c in unequal]))
+            if unequal else None}
 
 
 def quartiles(values: Sequence[float]) -> dict:

@@ -46,15 +46,17 @@ def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mix
 def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
     """Fig. 3: P(task A answer), P(task B answer) and ``other`` against lambda (the share of task A).
 
-    Lines are medians over prompts, bands the interquartile range; the dotted diagonals are ideal
-    calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries with ``lambda`` and, per
-    quantity, a :func:`tasksup.metrics.quartiles` dict.
+    Solid lines are medians over prompts, bands the interquartile range, dashed lines the means (a model
+    that commits to one task per prompt has medians at 0 or 1 and is calibrated only in the mean); the
+    dotted diagonals are ideal calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries with
+    ``lambda`` and, per quantity, a :func:`tasksup.metrics.quartiles` dict.
     """
     lam = np.array([e["lambda"] for e in per_lambda])
     fig, ax = plt.subplots(figsize=(4.2, 3.4))
     for key, color in zip([tasks[0], tasks[1], "other"], ["tab:blue", "tab:orange", "tab:gray"]):
         med = [e[key]["median"] for e in per_lambda]
-        ax.plot(lam, med, marker="o", ms=3, color=color, label=key)
+        ax.plot(lam, med, marker="o", ms=3, color=color, label=f"{key} (median)")
+        ax.plot(lam, [e[key]["mean"] for e in per_lambda], ls="--", lw=1.2, color=color, label=f"{key} (mean)")
         ax.fill_between(lam, [e[key]["q1"] for e in per_lambda], [e[key]["q3"] for e in per_lambda], color=color,
                         alpha=0.2, lw=0)
     ax.plot([0, 1], [0, 1], ls=":", color="tab:blue", lw=1)

@@ -107,7 +107,7 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
             probs = np.exp(lp)
             records.append({
                 "index": i, "lambda": lam, "prompt": p.text, "tasks": p.tasks, "mixture": p.mixture,
-                "counts": p.counts, "answers": p.answers, "logprobs": [float(lp[a]), float(lp[b])],
+                "counts": p.counts, "example_tasks": p.example_tasks, "answers": p.answers, "logprobs": [float(lp[a]), float(lp[b])],
                 "probs": [float(probs[a]), float(probs[b])],
                 "family": names, "family_answers": ans, "family_probs": probs.tolist(),
                 **metrics.family_masses(ans, probs, a, b),
@@ -131,6 +131,7 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
                         **metrics.bootstrap_mean_ci(values, cfg.confidence, cfg.bootstrap_resamples, cfg.seed)}
             rows.append({"lambda": lam, "quantity": q, **entry[q]})
         entry["mean_family_probs"] = dict(zip(family, np.mean([r["family_probs"] for r in rs], axis=0).tolist()))
+        entry["per_prompt"] = metrics.per_prompt_choice(rs)  # superposing within a prompt, or committing per prompt
         per_lambda.append(entry)
     summary = {"model": cfg.model, "tasks": records[0]["tasks"], "family": family, "confidence": cfg.confidence,
                "per_lambda": per_lambda, "collision_resamples": int(sum(r["collision_resamples"] for r in records))}
@@ -202,6 +203,9 @@ def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]
             row = {**model, "lambda": entry["lambda"], "n_prompts": entry["n_prompts"]}
             for q in QUANTITIES:
                 row.update({f"{q}_{k}": entry[q][k] for k in ("mean", "ci_low", "ci_high")})
+            choice = entry.get("per_prompt")
+            row["committed"] = choice["committed"] if choice else None
+            row["follows_example_1"] = choice["follows_example"][0] if choice else None
             rows.append(row)
     return family, rows
 

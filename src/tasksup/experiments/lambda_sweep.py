@@ -98,7 +98,8 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
                if len(lambdas) > 2 else None,
                "min_mean_sum": float(min(e["sum"]["mean"] for e in per_lambda)),
                "max_mean_other": float(max(e["other"]["mean"] for e in per_lambda)),
-               "collision_resamples": int(sum(r["collision_resamples"] for r in records))}
+               "collision_resamples": int(sum(r["collision_resamples"] for r in records)),
+               "per_prompt": metrics.per_prompt_choice(records)}
     return summary, rows
 
 

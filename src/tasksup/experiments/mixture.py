@@ -55,7 +55,7 @@ def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dic
         probs = np.exp(lp)
         rec = {
             "index": i, "prompt": p.text, "tasks": p.tasks, "mixture": p.mixture, "counts": p.counts,
-            "answers": p.answers, "logprobs": lp.tolist(), "probs": probs.tolist(),
+            "example_tasks": p.example_tasks, "answers": p.answers, "logprobs": lp.tolist(), "probs": probs.tolist(),
             "other": float(metrics.other_mass(probs)), "kl": float(metrics.kl_paper(p.mixture, lp)),
             "kl_normalized": float(metrics.kl_normalized(p.mixture, lp)),
             "boundary_merge": scores.boundary_merge[j], "separate_differs": scores.separate_differs[j],

@@ -34,6 +34,9 @@ class TrainConfig:
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
     target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)
+    # a curriculum stage: start from this trained model (ours, `tasksup train` output) and its tokenizer instead
+    # of a fresh init; optimizer, schedule and step count start anew. The size and init keys must then stay unset.
+    init_from: str | None = None
     # model: GPT2Config from a preset, each size key overriding it when set
     preset: str = "small"  # paper | small | tiny
     n_layer: int | None = None
@@ -106,6 +109,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasksupError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}")
     if not cfg.delimiter:
         raise TasksupError("the delimiter must not be empty")
+    if cfg.init_from is not None:
+        fixed = [k for k in ("n_layer", "n_head", "n_embd", "n_positions") if getattr(cfg, k) is not None]
+        fixed += ["position_init"] * (cfg.position_init != "random")
+        if fixed:
+            raise TasksupError(f"init_from takes the model as trained: remove {', '.join(fixed)} from the config")
     return cfg
 
 

@@ -88,12 +88,39 @@ def build_model(cfg: TrainConfig, tokenizer, n_positions: int, builder: PromptBu
     return model
 
 
+def load_stage(cfg: TrainConfig, builder: PromptBuilder):
+    """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters and sequences."""
+    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from tasksup.models.loading import check_model_dir
+
+    src = Path(cfg.init_from).expanduser()
+    if not src.is_dir():
+        raise TasksupError(f"init_from {cfg.init_from!r} is not a model directory")
+    check_model_dir(str(src), cfg.init_from)
+    try:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(src)
+        model = GPT2LMHeadModel.from_pretrained(src)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise TasksupError(f"init_from {cfg.init_from!r} does not load as a tasksup-trained GPT-2: "
+                           f"{str(e).strip().splitlines()[0]}") from None
+    missing = sorted(set(family_chars(builder, cfg.seed)) - set(tokenizer.get_vocab()))
+    if missing:
+        raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
+                           f"{''.join(missing)!r}")
+    need = longest_example(builder, cfg.seed) * cfg.n_examples * (2 if cfg.position_offset == "random" else 1)
+    if need > model.config.n_positions:
+        raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
+                           f"need {need} (lower n_examples)")
+    return tokenizer, model
+
+
 def line_positions(n: int, dim: int, length: int, lead: int, std: float) -> torch.Tensor:
     """Row p = A[(p - lead) mod length] + B[(p - lead) div length], A and B drawn N(0, std^2 / 2).
 
     Positions that share a place inside an example line start out alike, and so do positions of one
-    line: "the k-th character of this line" is linear in the embedding from step 0. (Measured on
-    ret: the loss leaves the ln 8 plateau where GPT-2's random init stays on it; docs/training.md.)
+    line: "the k-th character of this line" is linear in the embedding from step 0. (Part of the
+    recipe of checkpoints/ret-small, whose ln 8 plateau broke at 4x128; docs/training.md.)
     """
     p = torch.arange(n) - lead
     within, line = p.remainder(length), p.div(length, rounding_mode="floor") + 1  # line 0: tokens before line 1
@@ -146,18 +173,19 @@ class _Log:
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True) -> Path:
-    """Train (or resume) into ``out``; returns ``out``. ``stop_after``: save and return at that step."""
+          finish: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) into ``out``; returns ``out``. ``stop_after``: save and return at that step;
+    ``finish``: there, also write what the end of the run writes (final eval, curves, summary)."""
     threads = torch.get_num_threads()
     if cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
     try:
-        return _train(cfg, Path(out), resume, stop_after, progress)
+        return _train(cfg, Path(out), resume, stop_after, finish, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, progress: bool) -> Path:
+def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, finish: bool, progress: bool) -> Path:
     from accelerate import Accelerator
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
     from transformers.utils import logging as hf_logging
@@ -186,6 +214,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, pr
     if resuming:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
         model = GPT2LMHeadModel.from_pretrained(out)
+    elif cfg.init_from:
+        tokenizer, model = load_stage(cfg, builder)
     else:
         tokenizer = build_tokenizer(cfg, builder)
         model = build_model(cfg, tokenizer, context_length(cfg, builder), builder)
@@ -259,8 +289,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, pr
                 (cfg.snapshot_every and step % cfg.snapshot_every == 0):
             checkpoint(step, elapsed)
     bar.close()
-    if step >= cfg.steps and main:
-        evaluate(step)
+    if (step >= cfg.steps or finish) and main:
+        if step >= cfg.steps or not (cfg.eval_every and step % cfg.eval_every == 0):  # else logged at this step
+            evaluate(step)
         _finish(cfg, out, source, unwrapped, tokenizer, step, elapsed0 + time.perf_counter() - t0, progress)
     accelerator.wait_for_everyone()
     return out
@@ -270,10 +301,11 @@ def _finish(cfg: TrainConfig, out: Path, source: SequenceSource, model, tokenize
             progress: bool) -> None:
     from tasksup.models import LanguageModel
 
-    summary = {"steps": step, "train_wall_s": round(elapsed, 1),
+    summary = {"steps": step, "scheduled_steps": cfg.steps, "train_wall_s": round(elapsed, 1),
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
                "n_positions": model.config.n_positions, "vocab_size": model.config.vocab_size,
-               "model_size": cfg.model_size(), "versions": package_versions()}
+               "model_size": {k: getattr(model.config, k) for k in ("n_layer", "n_head", "n_embd")},
+               "init_from": cfg.init_from, "versions": package_versions()}
     if cfg.final_eval_prompts:
         t0 = time.perf_counter()
         lm = LanguageModel(model.eval(), tokenizer, name=str(out))
