@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
-LOCK    := requirements/lock.txt
+LOCK    := requirements.txt
 LATEST  := .venv-latest
 # -qq: pip errors only (this machine's pip config names mirror folders that do not exist: a warning per package).
 # The CPU build lies on this machine's disk (/opt/wheels); torch from PyPI is a multi-GB CUDA build.
