@@ -82,6 +82,12 @@ def test_registry_errors_and_python_registration():
         resolve_tasks(["add", "no_such_task"])
     with pytest.raises(TasksupError, match="different inputs"):
         resolve_tasks(["add", "capital"])
+    # training reads several input spaces; a list may name families, expanded in order
+    mixed = resolve_tasks(["copy_add", "capital", "letters"], one_space=False)
+    assert [t.name for t in mixed] == ["copy_op1", "copy_op2", "add_ops", "capital", "first_letter", "last_letter",
+                                       "first_letter_cap", "last_letter_cap"]
+    with pytest.raises(TasksupError, match="repeats"):
+        resolve_tasks(["copy_add", "add_ops"], one_space=False)
     with pytest.raises(TasksupError, match="already registered"):
         register_task(get_task("add"))
     space = InputSpace("test_triple", "{n}=>", "=>", lambda rng: {"n": int(rng.integers(1, 9))})

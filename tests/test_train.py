@@ -97,11 +97,58 @@ def test_eq1_loss_equals_mean_answer_logprob_from_the_scorer():
     slow = []
     for i in range(3):
         rng = np.random.default_rng([3, 1, 1, i])
-        task = src.tasks[int(rng.integers(len(src.tasks)))]
-        seq = src.builder.training_sequence(task, 5, rng)
+        k = int(rng.integers(len(src.tasks)))
+        seq = src.builders[k].training_sequence(src.tasks[k], 5, rng)
         for start, end in seq.answer_spans[1:]:
             slow.append(-in_context_logprob(lm, seq.text[:start], seq.text[start:end + 1]))
     assert fast == pytest.approx(np.mean(slow), rel=1e-5)
+
+
+def test_sequences_of_tasks_over_several_input_spaces_hold_one_task_each():
+    """A Fig. 2-style source (four input spaces): each training sequence is m examples of one task in
+    that task's own format, its targets are that task's answers, and each eval prompt is single-task."""
+    from tasksup.train.data import family_chars
+
+    tasks = resolve_tasks(["copy_add", "country", "letters"], one_space=False)
+    tok = build_char_tokenizer(family_chars(tasks, "\n"))
+    src = SequenceSource(tasks, tok, n_examples=4, delimiter="\n", target_delimiter=False, seed=3)
+    seen = set()
+    for i in range(40):
+        rng = np.random.default_rng([3, 1, 0, i])
+        task = tasks[int(rng.integers(len(tasks)))]
+        seq = src.builders[tasks.index(task)].training_sequence(task, 4, rng)
+        ids, tgt = src.sequence(0, i)
+        assert tok.decode(ids) == seq.text
+        assert tok.decode([t for t, m in zip(ids, tgt) if m]) == "".join(seq.text[s:e] for s, e in seq.answer_spans[1:])
+        assert seq.task == task.name and seq.text.count(task.inputs.separator) >= 4
+        seen.add(task.inputs.name)
+    assert seen == {"pair_at", "country", "word"}
+    for k, task in enumerate(tasks):
+        p = src.eval_prompt(k, 0, 3)
+        assert p.tasks == [task.name] and p.example_tasks == [task.name] * 3
+
+
+def test_sequence_chars_fills_each_sequence_to_a_length():
+    """sequence_chars: every sequence holds 2..m examples and stays within the length unless two examples
+    already pass it; adding one more example would have passed it; n_answers counts the scored answers."""
+    tasks = resolve_tasks(["copy_add", "add_translate"], one_space=False)
+    from tasksup.train.data import family_chars
+
+    tok = build_char_tokenizer(family_chars(tasks, "\n"))
+    src = SequenceSource(tasks, tok, n_examples=40, delimiter="\n", target_delimiter=True, seed=3, max_chars=120)
+    counts = {}
+    for i in range(60):
+        rng = np.random.default_rng([3, 1, 0, i])
+        k = int(rng.integers(len(tasks)))
+        seq = src.builders[k].training_sequence(tasks[k], 40, rng, 120)
+        n = len(seq.answer_spans)
+        assert 2 <= n < 40 and (len(seq.text) <= 120 or n == 2)
+        counts.setdefault(tasks[k].inputs.name, []).append(n)
+    assert min(counts["pair_at"]) > max(counts["pair_arrow"])  # "57@38=95" lines are shorter than number words
+    batch = src.batch(0, range(8))
+    rows = src.encode(0, range(8))
+    assert batch.n_answers == sum(len(tok.decode([t for t, m in zip(ids, tgt) if m]).split("\n")) - 1
+                                  for ids, tgt in rows)
 
 
 def test_sequences_are_a_function_of_seed_step_index():
@@ -258,14 +305,12 @@ def test_line_position_init_repeats_every_example_line():
     """position_init: lines on ret (12-token lines "abcdefgh->c\\n"): rows p and p + 12 differ by the same
     line-table step for every p of a line, rows of one line differ by the within-line table only, and the
     scale is init_std."""
-    from tasksup.tasks import PromptBuilder
     from tasksup.train.data import line_length
 
     tok = build_char_tokenizer()
     cfg = TrainConfig(tasks="ret", preset="tiny", position_init="lines", init_std=0.1)
-    builder = PromptBuilder(resolve_tasks("ret"))
-    assert line_length(builder, tok) == 12
-    wpe = build_model(cfg, tok, 144, builder).transformer.wpe.weight.detach()
+    assert line_length(resolve_tasks("ret"), "\n", tok) == 12
+    wpe = build_model(cfg, tok, 144, resolve_tasks("ret")).transformer.wpe.weight.detach()
     step = wpe[12:24] - wpe[0:12]  # B[line 2] - B[line 1], the same for the 12 positions of a line
     torch.testing.assert_close(step, step[:1].expand_as(step))
     within = wpe[24:36] - wpe[24]  # A[j] - A[0], the same in every line
@@ -275,12 +320,11 @@ def test_line_position_init_repeats_every_example_line():
 
 
 def test_line_position_init_needs_fixed_lines_and_no_offsets():
-    from tasksup.tasks import PromptBuilder
     from tasksup.train.config import validate
 
     with pytest.raises(TasksupError, match="fixed length"):  # plus: 2- or 3-digit answers
         build_model(TrainConfig(tasks="plus", preset="tiny", position_init="lines"), build_char_tokenizer(), 128,
-                    PromptBuilder(resolve_tasks("plus")))
+                    resolve_tasks("plus"))
     with pytest.raises(TasksupError, match="position_offset"):
         validate(TrainConfig(tasks="ret", position_init="lines", position_offset="random"))
 

@@ -26,7 +26,7 @@ from tasksup.errors import TasksupError
 # notation: "[1, inf)" is >= 1, "(0, 1)" excludes both ends. Cross-setting rules stay in check()/validate().
 RANGES = {
     # experiments (CommonConfig and every experiment's Config)
-    "seed": "[0, 4294967295]", "batch_size": "[1, inf)", "n_examples": "[1, inf)", "n_prompts": "[1, inf)",
+    "seed": "[0, 4294967295]", "batch_size": "[1, inf)", "n_examples": "[1, inf)", "sequence_chars": "[0, inf)", "n_prompts": "[1, inf)",
     "top_k": "[0, inf)", "top_max_tokens": "[1, inf)", "max_tokens": "[1, inf)", "n_samples": "[1, inf)",
     "temperature": "(0, inf)", "n_turns": "[1, inf)", "bootstrap_resamples": "[1, inf)", "confidence": "(0, 1)",
     "lambdas": "[0, 1]", "n_queries": "[1, inf)", "layer": "[0, inf)", "fv_heads": "[1, inf)",

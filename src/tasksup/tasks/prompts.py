@@ -176,15 +176,24 @@ class PromptBuilder:
         raise TasksupError(f"no query with distinct answers for tasks {[t.name for t in self.tasks]} "
                            f"in {MAX_QUERY_DRAWS} draws")
 
-    def training_sequence(self, task: Task, m: int, rng: np.random.Generator) -> TrainingSequence:
-        """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s)."""
+    def training_sequence(self, task: Task, m: int, rng: np.random.Generator,
+                          max_chars: int | None = None) -> TrainingSequence:
+        """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s).
+
+        With ``max_chars``, the sequence stops before the first example that would take it past that
+        many characters (but holds at least two): tasks with short examples then get more of them,
+        and every sequence is about as long as the context it trains.
+        """
         parts, spans, pos = [], [], 0
-        for _ in range(m):
+        for i in range(m):
             x = self.space.sample(rng)
             prefix, answer = self.space.format(x), task.answer(x)
+            line = prefix + answer + self.delimiter
+            if max_chars is not None and i >= 2 and pos + len(line) > max_chars:
+                break
             spans.append((pos + len(prefix), pos + len(prefix) + len(answer)))
-            parts.append(prefix + answer + self.delimiter)
-            pos += len(parts[-1])
+            parts.append(line)
+            pos += len(line)
         return TrainingSequence("".join(parts), task.name, spans)
 
 

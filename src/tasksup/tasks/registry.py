@@ -122,21 +122,28 @@ def all_families() -> dict[str, Family]:
     return dict(_FAMILIES)
 
 
-def resolve_tasks(spec: str | Iterable[str]) -> list[Task]:
-    """A family name, a task name, or a list of task names -> the list of tasks (in order)."""
-    if isinstance(spec, str):
-        if spec in _FAMILIES:
-            return [_TASKS[t] for t in _FAMILIES[spec].tasks]
-        if spec in _TASKS:
-            return [_TASKS[spec]]
-        raise TasksupError(f"unknown task or family {spec!r} (see `tasksup tasks`)")
-    tasks = [get_task(t) for t in spec]
+def resolve_tasks(spec: str | Iterable[str], *, one_space: bool = True) -> list[Task]:
+    """A family name, a task name, or a list of task and family names -> the list of tasks (in order).
+
+    A mixture needs tasks over one input space; training (``one_space=False``) may draw its
+    single-task sequences from tasks over several (the Fig. 2 model learns all four settings).
+    """
+    names = [spec] if isinstance(spec, str) else list(spec)
+    tasks = []
+    for name in names:
+        if name in _FAMILIES:
+            tasks += [_TASKS[t] for t in _FAMILIES[name].tasks]
+        elif name in _TASKS:
+            tasks.append(_TASKS[name])
+        else:
+            kind = "task or family" if isinstance(spec, str) else "task"
+            raise TasksupError(f"unknown {kind} {name!r} (see `tasksup tasks`)")
     if not tasks:
         raise TasksupError("the task list is empty")
     if len({t.name for t in tasks}) != len(tasks):
         raise TasksupError(f"the task list repeats a task: {[t.name for t in tasks]}")
     spaces = {t.inputs.name for t in tasks}
-    if len(spaces) > 1:
+    if one_space and len(spaces) > 1:
         raise TasksupError(
             f"tasks {[t.name for t in tasks]} read different inputs ({sorted(spaces)}); a mixture needs one input space"
         )

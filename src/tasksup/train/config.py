@@ -28,9 +28,14 @@ POSITION_OFFSETS = ("none", "random")
 class TrainConfig:
     """Every setting of ``tasksup train``; the paper (§4) fixes only the task families and the model size."""
 
-    tasks: str | list[str] = "ret"  # a family or a list of task names sharing one input space
+    # a family, a task, or a list of task and family names; each sequence holds one task, so the tasks may read
+    # different inputs (the Fig. 2 model: add_translate, country, copy_add and letters together)
+    tasks: str | list[str] = "ret"
     task_files: list[str] = field(default_factory=list)  # YAML files declaring extra tasks (tasks/declared.py)
     n_examples: int = 24  # m, examples per training sequence (paper: not stated); the loss covers examples 2..m
+    # > 0: a sequence stops before the example that would take it past this many characters (at least 2 examples,
+    # at most n_examples): short-example tasks get more examples and padding is small when tasks' lines differ
+    sequence_chars: int = 0
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
     target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)

@@ -27,30 +27,34 @@ TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM = 1, 2, 3  # numpy seed sequences [seed
 CHAR_SAMPLES = 4096  # examples per task drawn to collect the characters a family can produce
 
 
-def family_chars(builder: PromptBuilder, seed: int = 0, n: int = CHAR_SAMPLES) -> str:
+def example_line(task: Task, x: dict, delimiter: str) -> str:
+    """One training example of ``task`` on input x, with its delimiter (the prompt builder's format)."""
+    return task.inputs.format(x) + task.answer(x) + delimiter
+
+
+def family_chars(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int = CHAR_SAMPLES) -> str:
     """Every character that n sampled examples of each task (and the delimiter) contain."""
     rng = np.random.default_rng([seed, 0])
-    chars = set(builder.delimiter)
-    for task in builder.tasks:
+    chars = set(delimiter)
+    for task in tasks:
         for _ in range(n):
-            chars.update(builder.example(task, builder.space.sample(rng)))
+            chars.update(example_line(task, task.inputs.sample(rng), delimiter))
     return "".join(sorted(chars))
 
 
-def longest_example(builder: PromptBuilder, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
+def longest_example(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
     """The longest example plus delimiter (in characters) among n samples per task."""
     rng = np.random.default_rng([seed, 0])
-    return max(len(builder.example(t, builder.space.sample(rng))) + len(builder.delimiter)
-               for t in builder.tasks for _ in range(n))
+    return max(len(example_line(t, t.inputs.sample(rng), delimiter)) for t in tasks for _ in range(n))
 
 
-def line_length(builder: PromptBuilder, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
+def line_length(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
     """The length in tokens of every example plus delimiter, when the family's format fixes it.
 
     ``position_init: lines`` needs it; a family whose lines vary (plus: 2- or 3-digit answers) is an error.
     """
     rng = np.random.default_rng([seed, 0])
-    texts = [builder.example(t, builder.space.sample(rng)) + builder.delimiter for t in builder.tasks for _ in range(n)]
+    texts = [example_line(t, t.inputs.sample(rng), delimiter) for t in tasks for _ in range(n)]
     lengths = {len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]}
     if len(lengths) != 1:
         raise TasksupError(f"position_init: lines needs examples of one fixed length, but this family's lines are "
@@ -100,11 +104,14 @@ def collate(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[
 
 
 class SequenceSource:
-    """Training batches and held-out single-task eval prompts for a list of tasks."""
+    """Training batches and held-out single-task eval prompts for a list of tasks (over one or several
+    input spaces: every sequence and eval prompt holds one task's examples)."""
 
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
-                 seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False):
-        self.builder = PromptBuilder(tasks, delimiter)
+                 seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,
+                 max_chars: int | None = None):
+        self.builders = [PromptBuilder([task], delimiter) for task in tasks]
+        self.delimiter = delimiter
         self.tasks = list(tasks)
         self.tokenizer = tokenizer
         self.m = n_examples
@@ -113,6 +120,7 @@ class SequenceSource:
         self.seed = seed
         self.max_length = max_length
         self.random_offsets = random_offsets
+        self.max_chars = max_chars  # TrainConfig.sequence_chars: up to m examples, as many as fit this many characters
         # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -120,7 +128,7 @@ class SequenceSource:
     def target_spans(self, answer_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         """Answers 2..m (Eq. 1; 1..m with ``first_answer``), each extended over its delimiter when
         ``target_delimiter``."""
-        extra = len(self.builder.delimiter) if self.target_delimiter else 0
+        extra = len(self.delimiter) if self.target_delimiter else 0
         return [(s, e + extra) for s, e in answer_spans[self.first_target:]]
 
     @property
@@ -133,11 +141,15 @@ class SequenceSource:
 
     def encode(self, step: int, indices: Sequence[int]) -> list[tuple[list[int], list[bool]]]:
         """Token ids and Eq. 1 target flags of training sequences ``indices`` of ``step``."""
+        return self._encode(step, indices)[0]
+
+    def _encode(self, step: int, indices: Sequence[int]) -> tuple[list[tuple[list[int], list[bool]]], int]:
+        """The rows of ``encode`` and the number of answers they score."""
         texts, spans = [], []
         for index in indices:
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
-            task = self.tasks[int(rng.integers(len(self.tasks)))]
-            seq = self.builder.training_sequence(task, self.m, rng)
+            k = int(rng.integers(len(self.tasks)))
+            seq = self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars)
             texts.append(seq.text)
             spans.append(self.target_spans(seq.answer_spans))
         rows = encode_with_targets(self.tokenizer, texts, spans)
@@ -145,25 +157,26 @@ class SequenceSource:
         if self.max_length is not None and longest > self.max_length:
             raise TasksupError(f"a training sequence has {longest} tokens, more than the context of {self.max_length}: "
                                "raise n_positions or lower n_examples")
-        return rows
+        return rows, sum(len(s) for s in spans)
 
     def batch(self, step: int, indices: Sequence[int]) -> Batch:
-        ids, tgt = collate(self.encode(step, indices), self.pad_id)
+        rows, n_answers = self._encode(step, indices)
+        ids, tgt = collate(rows, self.pad_id)
         positions = None
         if self.random_offsets:  # sequence i starts at a uniform position in [0, max_length - T]
             width = ids.shape[1]
             offsets = [int(np.random.default_rng([self.seed, OFFSET_STREAM, step, i]).integers(self.max_length - width + 1))
                        for i in indices]
             positions = torch.tensor(offsets)[:, None] + torch.arange(width)[None, :]
-        return Batch(ids, tgt, len(indices) * (self.m - self.first_target), positions)
+        return Batch(ids, tgt, n_answers, positions)
 
     def eval_prompt(self, task_index: int, index: int, m: int) -> MixturePrompt:
         """Held-out prompt ``index`` for one task: m examples of it and a query (seeds apart from training)."""
         rng = np.random.default_rng([self.seed, EVAL_STREAM, task_index, index])
-        return PromptBuilder([self.tasks[task_index]], self.builder.delimiter).build("uniform", m, rng)
+        return self.builders[task_index].build("uniform", m, rng)
 
     def eval_rows(self, task_index: int, n: int, m: int) -> list[tuple[list[int], list[bool]]]:
         """Eval prompts followed by the answer and delimiter; the targets are the answer and delimiter."""
         prompts = [self.eval_prompt(task_index, i, m) for i in range(n)]
-        texts = [p.text + p.answers[0] + self.builder.delimiter for p in prompts]
+        texts = [p.text + p.answers[0] + self.delimiter for p in prompts]
         return encode_with_targets(self.tokenizer, texts, [[(len(p.text), len(t))] for p, t in zip(prompts, texts)])

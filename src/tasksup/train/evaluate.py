@@ -37,7 +37,7 @@ def greedy_accuracy(model, source: SequenceSource, m: int, n: int, batch_size: i
 
 
 def exact_accuracy(lm, source: SequenceSource, m: int, n: int, progress=None) -> dict[str, float]:
-    delimiter = source.builder.delimiter
+    delimiter = source.delimiter
     out = {}
     for k, task in enumerate(source.tasks):
         prompts = [source.eval_prompt(k, i, m) for i in range(n)]

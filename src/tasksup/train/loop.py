@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from tasksup.errors import TasksupError
 from tasksup.results import package_versions
-from tasksup.tasks import PromptBuilder, load_task_file, resolve_tasks
+from tasksup.tasks import Task, load_task_file, resolve_tasks
 from tasksup.train.config import TrainConfig
 from tasksup.train.curves import plot_curves, read_curves
 from tasksup.train.data import SequenceSource, family_chars, line_length, longest_example
@@ -50,21 +51,28 @@ SNAPSHOT_DIR = "snapshots"
 POSITION_ROUNDING = 64
 
 
-def build_tokenizer(cfg: TrainConfig, builder: PromptBuilder):
+def build_tokenizer(cfg: TrainConfig, tasks: Sequence[Task]):
     from tasksup.models import build_char_tokenizer
 
-    return build_char_tokenizer(family_chars(builder, cfg.seed) + cfg.extra_chars)
+    return build_char_tokenizer(family_chars(tasks, cfg.delimiter, cfg.seed) + cfg.extra_chars)
 
 
-def context_length(cfg: TrainConfig, builder: PromptBuilder) -> int:
+def longest_sequence(cfg: TrainConfig, tasks: Sequence[Task]) -> int:
+    """An upper bound on a training sequence's length in characters (= tokens for our tokenizer)."""
+    longest = longest_example(tasks, cfg.delimiter, cfg.seed)
+    if cfg.sequence_chars:
+        return max(cfg.sequence_chars, 2 * longest)
+    return longest * cfg.n_examples
+
+
+def context_length(cfg: TrainConfig, tasks: Sequence[Task]) -> int:
     if cfg.n_positions is not None:
         return cfg.n_positions
-    need = longest_example(builder, cfg.seed) * cfg.n_examples
     room = 2 if cfg.position_offset == "random" else 1  # random offsets need positions beyond the longest sequence
-    return room * POSITION_ROUNDING * math.ceil(need / POSITION_ROUNDING)
+    return room * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, tasks) / POSITION_ROUNDING)
 
 
-def build_model(cfg: TrainConfig, tokenizer, n_positions: int, builder: PromptBuilder | None = None):
+def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[Task] = ()):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     size = cfg.model_size()
@@ -79,16 +87,16 @@ def build_model(cfg: TrainConfig, tokenizer, n_positions: int, builder: PromptBu
             wpe = model.transformer.wpe.weight
             wpe.copy_(sinusoidal_positions(*wpe.shape) * wpe.std() * math.sqrt(2))  # same scale as GPT-2's init
     elif cfg.position_init == "lines":
-        if builder is None:
-            raise ValueError("position_init: lines needs the prompt builder to find the line length")
+        if not tasks:
+            raise ValueError("position_init: lines needs the tasks to find the line length")
         lead = len(tokenizer("", add_special_tokens=True)["input_ids"])  # a BOS token shifts every line
         with torch.no_grad():
             wpe = model.transformer.wpe.weight
-            wpe.copy_(line_positions(*wpe.shape, line_length(builder, tokenizer, cfg.seed), lead, cfg.init_std))
+            wpe.copy_(line_positions(*wpe.shape, line_length(tasks, cfg.delimiter, tokenizer, cfg.seed), lead, cfg.init_std))
     return model
 
 
-def load_stage(cfg: TrainConfig, builder: PromptBuilder):
+def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
     """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters and sequences."""
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -104,11 +112,11 @@ def load_stage(cfg: TrainConfig, builder: PromptBuilder):
     except (OSError, ValueError, RuntimeError) as e:
         raise TasksupError(f"init_from {cfg.init_from!r} does not load as a tasksup-trained GPT-2: "
                            f"{str(e).strip().splitlines()[0]}") from None
-    missing = sorted(set(family_chars(builder, cfg.seed)) - set(tokenizer.get_vocab()))
+    missing = sorted(set(family_chars(tasks, cfg.delimiter, cfg.seed)) - set(tokenizer.get_vocab()))
     if missing:
         raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
                            f"{''.join(missing)!r}")
-    need = longest_example(builder, cfg.seed) * cfg.n_examples * (2 if cfg.position_offset == "random" else 1)
+    need = longest_sequence(cfg, tasks) * (2 if cfg.position_offset == "random" else 1)
     if need > model.config.n_positions:
         raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
                            f"need {need} (lower n_examples)")
@@ -194,8 +202,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
 
     for f in cfg.task_files:
         load_task_file(f)
-    tasks = resolve_tasks(cfg.tasks)
-    builder = PromptBuilder(tasks, cfg.delimiter)
+    tasks = resolve_tasks(cfg.tasks, one_space=False)
     state_dir = out / STATE_DIR
     resuming = resume and has_state(state_dir)
     if resuming:
@@ -215,14 +222,18 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
         model = GPT2LMHeadModel.from_pretrained(out)
     elif cfg.init_from:
-        tokenizer, model = load_stage(cfg, builder)
+        tokenizer, model = load_stage(cfg, tasks)
     else:
-        tokenizer = build_tokenizer(cfg, builder)
-        model = build_model(cfg, tokenizer, context_length(cfg, builder), builder)
+        tokenizer = build_tokenizer(cfg, tasks)
+        model = build_model(cfg, tokenizer, context_length(cfg, tasks), tasks)
     source = SequenceSource(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                             target_delimiter=cfg.target_delimiter, seed=cfg.seed,
                             max_length=model.config.n_positions, random_offsets=cfg.position_offset == "random",
-                            first_answer=cfg.target_first_answer)
+                            first_answer=cfg.target_first_answer, max_chars=cfg.sequence_chars or None)
+    eval_need = longest_example(tasks, cfg.delimiter, cfg.seed) * (cfg.eval_m + 1)
+    if eval_need > model.config.n_positions:
+        raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
+                           f"{model.config.n_positions}: lower eval_examples")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
