@@ -26,7 +26,7 @@ from tasksup.errors import TasksupError
 # notation: "[1, inf)" is >= 1, "(0, 1)" excludes both ends. Cross-setting rules stay in check()/validate().
 RANGES = {
     # experiments (CommonConfig and every experiment's Config)
-    "seed": "[0, 4294967295]", "batch_size": "[1, inf)", "n_examples": "[1, inf)", "sequence_chars": "[0, inf)", "n_prompts": "[1, inf)",
+    "seed": "[0, 4294967295]", "batch_size": "[1, inf)", "n_examples": "[1, inf)", "n_prompts": "[1, inf)",
     "top_k": "[0, inf)", "top_max_tokens": "[1, inf)", "max_tokens": "[1, inf)", "n_samples": "[1, inf)",
     "temperature": "(0, inf)", "n_turns": "[1, inf)", "bootstrap_resamples": "[1, inf)", "confidence": "(0, 1)",
     "lambdas": "[0, 1]", "n_queries": "[1, inf)", "layer": "[0, inf)", "fv_heads": "[1, inf)",
@@ -37,7 +37,7 @@ RANGES = {
     "adam_betas": "[0, 1)", "warmup_steps": "[0, inf)", "grad_clip": "(0, inf)", "cpu_threads": "[0, inf)",
     "log_every": "[1, inf)", "eval_every": "[0, inf)", "eval_examples": "[1, inf)", "eval_prompts": "[0, inf)",
     "final_eval_prompts": "[0, inf)", "save_every": "[0, inf)", "snapshot_every": "[0, inf)",
-    "stop_after": "[1, inf)",
+    "stop_after": "[1, inf)", "sequence_chars": "[0, inf)",
     # theory verify (its YAML keys and options)
     "k_values": "[1, inf)", "m_values": "[1, inf)", "k": "[1, inf)", "m": "[1, inf)", "d": "[1, inf)",
     "n": "[3, inf)", "trials": "[1, inf)", "min_separation": "[0, inf)",

@@ -7,6 +7,7 @@ Fig. 2 (§3): ``add_translate``, ``country``, ``copy_add``, ``letters``; §4: ``
 from __future__ import annotations
 
 import string
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,9 +50,13 @@ CHARS = InputSpace("chars8", "{s}->", "->", _chars)
 NUM = InputSpace("num", "{num}->", "->", lambda rng: {"num": _two_digit(rng)})
 
 
+@lru_cache(maxsize=None)
+def _countries_by_name() -> dict:
+    return {c.name: c for c in countries()}
+
+
 def _country_field(x: dict, attr: str) -> str:
-    by_name = {c.name: c for c in countries()}
-    return getattr(by_name[x["country"]], attr)
+    return getattr(_countries_by_name()[x["country"]], attr)
 
 
 def _family(name: str, space: InputSpace, tasks: dict, description: str) -> None:

@@ -27,25 +27,25 @@ TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM = 1, 2, 3  # numpy seed sequences [seed
 CHAR_SAMPLES = 4096  # examples per task drawn to collect the characters a family can produce
 
 
-def example_line(task: Task, x: dict, delimiter: str) -> str:
-    """One training example of ``task`` on input x, with its delimiter (the prompt builder's format)."""
-    return task.inputs.format(x) + task.answer(x) + delimiter
+def sampled_lines(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int = CHAR_SAMPLES) -> list[str]:
+    """n examples of each task, each with its delimiter, written by the prompt builder (stream [seed, 0]):
+    what the tokenizer, the context and the line-structured init are sized from."""
+    rng = np.random.default_rng([seed, 0])
+    lines = []
+    for task in tasks:
+        builder = PromptBuilder([task], delimiter)
+        lines += [builder.example(task, builder.space.sample(rng)) + delimiter for _ in range(n)]
+    return lines
 
 
 def family_chars(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int = CHAR_SAMPLES) -> str:
     """Every character that n sampled examples of each task (and the delimiter) contain."""
-    rng = np.random.default_rng([seed, 0])
-    chars = set(delimiter)
-    for task in tasks:
-        for _ in range(n):
-            chars.update(example_line(task, task.inputs.sample(rng), delimiter))
-    return "".join(sorted(chars))
+    return "".join(sorted(set(delimiter).union(*sampled_lines(tasks, delimiter, seed, n))))
 
 
 def longest_example(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
     """The longest example plus delimiter (in characters) among n samples per task."""
-    rng = np.random.default_rng([seed, 0])
-    return max(len(example_line(t, t.inputs.sample(rng), delimiter)) for t in tasks for _ in range(n))
+    return max(map(len, sampled_lines(tasks, delimiter, seed, n)))
 
 
 def line_length(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
@@ -53,8 +53,7 @@ def line_length(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0,
 
     ``position_init: lines`` needs it; a family whose lines vary (plus: 2- or 3-digit answers) is an error.
     """
-    rng = np.random.default_rng([seed, 0])
-    texts = [example_line(t, t.inputs.sample(rng), delimiter) for t in tasks for _ in range(n)]
+    texts = sampled_lines(tasks, delimiter, seed, n)
     lengths = {len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]}
     if len(lengths) != 1:
         raise TasksupError(f"position_init: lines needs examples of one fixed length, but this family's lines are "

@@ -57,19 +57,19 @@ def build_tokenizer(cfg: TrainConfig, tasks: Sequence[Task]):
     return build_char_tokenizer(family_chars(tasks, cfg.delimiter, cfg.seed) + cfg.extra_chars)
 
 
-def longest_sequence(cfg: TrainConfig, tasks: Sequence[Task]) -> int:
-    """An upper bound on a training sequence's length in characters (= tokens for our tokenizer)."""
-    longest = longest_example(tasks, cfg.delimiter, cfg.seed)
+def longest_sequence(cfg: TrainConfig, longest: int) -> int:
+    """An upper bound on a training sequence's length in characters (= tokens for our tokenizer), given the
+    longest example with its delimiter (``longest_example``)."""
     if cfg.sequence_chars:
         return max(cfg.sequence_chars, 2 * longest)
     return longest * cfg.n_examples
 
 
-def context_length(cfg: TrainConfig, tasks: Sequence[Task]) -> int:
+def context_length(cfg: TrainConfig, longest: int) -> int:
     if cfg.n_positions is not None:
         return cfg.n_positions
     room = 2 if cfg.position_offset == "random" else 1  # random offsets need positions beyond the longest sequence
-    return room * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, tasks) / POSITION_ROUNDING)
+    return room * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, longest) / POSITION_ROUNDING)
 
 
 def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[Task] = ()):
@@ -96,7 +96,7 @@ def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[T
     return model
 
 
-def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
+def load_stage(cfg: TrainConfig, tasks: Sequence[Task], longest: int):
     """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters and sequences."""
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
@@ -116,7 +116,7 @@ def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
     if missing:
         raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
                            f"{''.join(missing)!r}")
-    need = longest_sequence(cfg, tasks) * (2 if cfg.position_offset == "random" else 1)
+    need = longest_sequence(cfg, longest) * (2 if cfg.position_offset == "random" else 1)
     if need > model.config.n_positions:
         raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
                            f"need {need} (lower n_examples)")
@@ -203,6 +203,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     for f in cfg.task_files:
         load_task_file(f)
     tasks = resolve_tasks(cfg.tasks, one_space=False)
+    longest = longest_example(tasks, cfg.delimiter, cfg.seed)  # sizes the context and the eval prompts
     state_dir = out / STATE_DIR
     resuming = resume and has_state(state_dir)
     if resuming:
@@ -222,15 +223,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
         model = GPT2LMHeadModel.from_pretrained(out)
     elif cfg.init_from:
-        tokenizer, model = load_stage(cfg, tasks)
+        tokenizer, model = load_stage(cfg, tasks, longest)
     else:
         tokenizer = build_tokenizer(cfg, tasks)
-        model = build_model(cfg, tokenizer, context_length(cfg, tasks), tasks)
+        model = build_model(cfg, tokenizer, context_length(cfg, longest), tasks)
     source = SequenceSource(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                             target_delimiter=cfg.target_delimiter, seed=cfg.seed,
                             max_length=model.config.n_positions, random_offsets=cfg.position_offset == "random",
                             first_answer=cfg.target_first_answer, max_chars=cfg.sequence_chars or None)
-    eval_need = longest_example(tasks, cfg.delimiter, cfg.seed) * (cfg.eval_m + 1)
+    eval_need = longest * (cfg.eval_m + 1)
     if eval_need > model.config.n_positions:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
                            f"{model.config.n_positions}: lower eval_examples")
