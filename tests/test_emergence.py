@@ -158,6 +158,26 @@ def test_interrupted_run_resumes(family):
         assert r["family_probs"] == pytest.approx(before[r["index"]]["family_probs"], rel=1e-6)
 
 
+def test_results_of_a_deleted_run_are_kept(family, tmp_path):
+    """A checkpoint whose run folder is gone still has its row (size, tokens) from its complete results;
+    with a config its results do not cover, the run stops on the missing model."""
+    import shutil
+
+    models, _ = family
+    run = tmp_path / "run-a"
+    shutil.copytree(models[0].parents[1], run)
+    names = [str(run / "snapshots" / "step-000004"), str(models[2])]
+    out = tmp_path / "out"
+    run_config(CONFIG, models=names, out=out, progress=False, overrides=FAST)
+    before = list(csv.DictReader((out / "summary.csv").open()))
+    assert json.loads((out / "run-a_step-000004" / "checkpoint.json").read_text())["step"] == 4
+    shutil.rmtree(run)
+    run_config(CONFIG, models=names, out=out, progress=False, overrides=FAST)
+    assert list(csv.DictReader((out / "summary.csv").open())) == before
+    with pytest.raises(TasksupError, match="step-000004"):
+        run_config(CONFIG, models=names, out=out, progress=False, overrides=FAST + ["n_prompts=4"])
+
+
 def test_errors(tmp_path, tiny_model_dirs):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("experiment: emergence\ntasks: [plus2, num_p1]\n")

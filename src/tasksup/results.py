@@ -85,9 +85,13 @@ class RunDir:
             self.jsonl.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def records(self) -> list[dict]:
-        if not self.jsonl.is_file():
+        return self.read_records(self.jsonl)
+
+    @staticmethod
+    def read_records(jsonl: Path) -> list[dict]:
+        if not jsonl.is_file():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
 
     def done(self, key: str = "index") -> set:
         return {r[key] if not isinstance(r[key], list) else tuple(r[key]) for r in self.records()}

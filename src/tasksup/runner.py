@@ -11,10 +11,11 @@ from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
 from tasksup.errors import TasksupError
 from tasksup.experiments import get_experiment
 from tasksup.logs import logged_to
-from tasksup.results import RunDir
+from tasksup.results import RESUMABLE_KEYS, RunDir
 from tasksup.tasks import load_task_file
 
 
+CHECKPOINT_FILE = "checkpoint.json"  # a family member's model as the experiment describes it (size, training position)
 LOG_FILE = "warnings.log"  # third-party warnings of the run (kept off the terminal; see tasksup.logs)
 
 
@@ -90,6 +91,25 @@ def finish(experiment, cfg, run_dir: RunDir, remote_usage: dict | None = None) -
     experiment.plot(records, summary, cfg, run_dir.path)
 
 
+def kept_member(experiment, cfg, path: Path) -> Path | None:
+    """The results folder of a model that is gone from disk (a training run not kept), if its results are
+    complete for ``cfg`` and describe the model (``CHECKPOINT_FILE``): a family figure can then grow over
+    sessions. Experiments opt in with ``describe_model(name)`` and ``n_records(cfg)``; else None.
+    """
+    if Path(cfg.model).exists() or not hasattr(experiment, "describe_model"):
+        return None
+    files = [path / f for f in ("config.json", "run.json", "summary.json", CHECKPOINT_FILE, "results.jsonl")]
+    if not all(f.is_file() for f in files):
+        return None
+    stored, wanted = json.loads(files[0].read_text()), to_dict(cfg)
+    if any(stored.get(k) != wanted.get(k) for k in set(stored) | set(wanted) if k not in RESUMABLE_KEYS - {"n_prompts"}):
+        return None
+    if len(RunDir.read_records(files[-1])) != experiment.n_records(cfg):
+        return None
+    print(f"{cfg.model}: not on disk; its complete results in {path} are kept")
+    return path
+
+
 def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: bool = True) -> RunDir:
     """A ``MULTI_MODEL`` experiment: every model in its own resumable run directory ``out/<model>``
     (config with ``model`` set and ``models`` empty), then the family's summary and figures in ``out``.
@@ -106,10 +126,17 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
                                f"{slug!r}: give them folders with distinct names")
     members = []
     for name, slug in zip(names, slugs):
-        run_dir = run_model(experiment, dataclasses.replace(cfg, model=name, models=[]), out / slug, progress)
-        members.append({"name": name, "path": str(run_dir.path),
-                        "identity": json.loads((run_dir.path / "run.json").read_text())["model"],
-                        "summary": json.loads((run_dir.path / "summary.json").read_text())})
+        member_cfg = dataclasses.replace(cfg, model=name, models=[])
+        path = kept_member(experiment, member_cfg, out / slug)
+        if path is None:
+            path = run_model(experiment, member_cfg, out / slug, progress).path
+            if hasattr(experiment, "describe_model"):
+                (path / CHECKPOINT_FILE).write_text(json.dumps(experiment.describe_model(name), indent=2) + "\n")
+        checkpoint = path / CHECKPOINT_FILE
+        members.append({"name": name, "path": str(path),
+                        "identity": json.loads((path / "run.json").read_text())["model"],
+                        "summary": json.loads((path / "summary.json").read_text()),
+                        "checkpoint": json.loads(checkpoint.read_text()) if checkpoint.is_file() else None})
     family = dataclasses.replace(cfg, model=None, models=names)
     top = RunDir(out, to_dict(family), seed=cfg.seed, model={"family": [m["identity"] for m in members]})
     summary, rows = experiment.summarize_models(members, family)

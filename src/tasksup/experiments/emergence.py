@@ -88,7 +88,7 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     a, b = names.index(cfg.tasks[0]), names.index(cfg.tasks[1])
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
     check_fits(lm, PromptBuilder(family, cfg.delimiter), cfg.n_examples, terminator=cfg.terminator)
-    total = len(cfg.lambdas) * cfg.n_prompts
+    total = n_records(cfg)
     done = run_dir.done()
     todo = [i for i in range(total) if i not in done]
     bar = tqdm(total=total, initial=total - len(todo), desc=f"{lm.name} prompts", disable=not progress)
@@ -190,14 +190,26 @@ def model_shape(model: str) -> dict:
     return {"n_layer": c.get("n_layer", c.get("num_hidden_layers")), "n_embd": c.get("n_embd", c.get("hidden_size"))}
 
 
+def describe_model(model: str) -> dict:
+    """Size and training position, kept beside the checkpoint's results (the runner's ``checkpoint.json``):
+    the family figure still places a checkpoint whose run folder is gone."""
+    return {**model_shape(model), **training_position(model)}
+
+
+def n_records(cfg: Config) -> int:
+    return len(cfg.lambdas) * cfg.n_prompts
+
+
 def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
     """Every checkpoint with its size, training position and per-lambda means; one CSV row per (model, lambda)."""
     family = {"tasks": cfg.tasks, "family": members[0]["summary"]["family"], "confidence": cfg.confidence,
               "n_examples": cfg.n_examples, "models": []}
     rows = []
     for m in members:
-        model = {"model": m["name"], **model_shape(m["name"]), "n_parameters": m["identity"]["n_parameters"],
-                 **training_position(m["name"])}
+        position = m["checkpoint"] or describe_model(m["name"])
+        model = {"model": m["name"], "n_layer": position["n_layer"], "n_embd": position["n_embd"],
+                 "n_parameters": m["identity"]["n_parameters"],
+                 **{k: v for k, v in position.items() if k not in ("n_layer", "n_embd")}}
         family["models"].append({**model, "per_lambda": m["summary"]["per_lambda"]})
         for entry in m["summary"]["per_lambda"]:
             row = {**model, "lambda": entry["lambda"], "n_prompts": entry["n_prompts"]}

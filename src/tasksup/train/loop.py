@@ -128,7 +128,7 @@ def line_positions(n: int, dim: int, length: int, lead: int, std: float) -> torc
 
     Positions that share a place inside an example line start out alike, and so do positions of one
     line: "the k-th character of this line" is linear in the embedding from step 0. (Part of the
-    recipe of checkpoints/ret-small, whose ln 8 plateau broke at 4x128; docs/training.md.)
+    recipe of checkpoints/ret-small, whose ln 8 plateau broke at 8 layers x 128; docs/training.md.)
     """
     p = torch.arange(n) - lead
     within, line = p.remainder(length), p.div(length, rounding_mode="floor") + 1  # line 0: tokens before line 1
