@@ -52,6 +52,11 @@ def git_commit() -> str | None:
         return None
 
 
+def config_changes(old: dict, new: dict, resumable: set = RESUMABLE_KEYS) -> list[str]:
+    """The keys whose values differ between two run configs, those a run may resume under aside."""
+    return sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
+
+
 class RunDir:
     def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None):
         self.path = Path(path)
@@ -62,9 +67,7 @@ class RunDir:
         self.jsonl = self.path / "results.jsonl"
         cfg_file = self.path / "config.json"
         if cfg_file.is_file() and self.jsonl.is_file():
-            old = json.loads(cfg_file.read_text())
-            changed = sorted(k for k in set(old) | set(config)
-                             if k not in RESUMABLE_KEYS and old.get(k) != config.get(k))
+            changed = config_changes(json.loads(cfg_file.read_text()), config)
             if changed:
                 raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)}); "
                                    "use another --out or delete it")

@@ -11,7 +11,7 @@ from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
 from tasksup.errors import TasksupError
 from tasksup.experiments import get_experiment
 from tasksup.logs import logged_to
-from tasksup.results import RESUMABLE_KEYS, RunDir
+from tasksup.results import RESUMABLE_KEYS, RunDir, config_changes
 from tasksup.tasks import load_task_file
 
 
@@ -101,8 +101,7 @@ def kept_member(experiment, cfg, path: Path) -> Path | None:
     files = [path / f for f in ("config.json", "run.json", "summary.json", CHECKPOINT_FILE, "results.jsonl")]
     if not all(f.is_file() for f in files):
         return None
-    stored, wanted = json.loads(files[0].read_text()), to_dict(cfg)
-    if any(stored.get(k) != wanted.get(k) for k in set(stored) | set(wanted) if k not in RESUMABLE_KEYS - {"n_prompts"}):
+    if config_changes(json.loads(files[0].read_text()), to_dict(cfg), RESUMABLE_KEYS - {"n_prompts"}):
         return None
     if len(RunDir.read_records(files[-1])) != experiment.n_records(cfg):
         return None

@@ -208,8 +208,7 @@ def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]
     for m in members:
         position = m["checkpoint"] or describe_model(m["name"])
         model = {"model": m["name"], "n_layer": position["n_layer"], "n_embd": position["n_embd"],
-                 "n_parameters": m["identity"]["n_parameters"],
-                 **{k: v for k, v in position.items() if k not in ("n_layer", "n_embd")}}
+                 "n_parameters": m["identity"]["n_parameters"], **position}
         family["models"].append({**model, "per_lambda": m["summary"]["per_lambda"]})
         for entry in m["summary"]["per_lambda"]:
             row = {**model, "lambda": entry["lambda"], "n_prompts": entry["n_prompts"]}

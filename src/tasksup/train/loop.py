@@ -65,11 +65,15 @@ def longest_sequence(cfg: TrainConfig, longest: int) -> int:
     return longest * cfg.n_examples
 
 
+def offset_room(cfg: TrainConfig) -> int:
+    """Random offsets start a sequence anywhere in the context: they need twice the longest sequence."""
+    return 2 if cfg.position_offset == "random" else 1
+
+
 def context_length(cfg: TrainConfig, longest: int) -> int:
     if cfg.n_positions is not None:
         return cfg.n_positions
-    room = 2 if cfg.position_offset == "random" else 1  # random offsets need positions beyond the longest sequence
-    return room * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, longest) / POSITION_ROUNDING)
+    return offset_room(cfg) * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, longest) / POSITION_ROUNDING)
 
 
 def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[Task] = ()):
@@ -116,7 +120,7 @@ def load_stage(cfg: TrainConfig, tasks: Sequence[Task], longest: int):
     if missing:
         raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
                            f"{''.join(missing)!r}")
-    need = longest_sequence(cfg, longest) * (2 if cfg.position_offset == "random" else 1)
+    need = longest_sequence(cfg, longest) * offset_room(cfg)
     if need > model.config.n_positions:
         raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
                            f"need {need} (lower n_examples)")
