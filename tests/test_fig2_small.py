@@ -48,3 +48,15 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
     for r in records:
         assert len(r["probs"]) == len(resolve_tasks(setting))
         assert sum(r["probs"]) + r["other"] == pytest.approx(1.0, abs=1e-5) and min(r["probs"]) >= 0.0
+
+
+@pytest.mark.parametrize("config, model", [("train_fig2_small_stage2.yaml", "fig2-small"),
+                                           ("train_plus_small.yaml", "plus-small")])
+def test_configs_resolve_to_the_committed_models_config(config, model):
+    """The command in each checkpoint's README reproduces its config exactly; stage 2's starting model is committed."""
+    from dataclasses import asdict
+
+    ours = asdict(load_train_config(ROOT / "configs" / config))
+    assert ours == asdict(load_train_config(ROOT / "checkpoints" / model / "train_config.yaml"))
+    if ours["init_from"]:
+        assert (ROOT / ours["init_from"] / "model.safetensors").is_file()

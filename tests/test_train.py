@@ -19,7 +19,7 @@ from tasksup.cli import app
 from tasksup.models import LanguageModel, build_char_tokenizer
 from tasksup.tasks import Task, get_input_space, register_task
 from tasksup.train import TrainConfig, train
-from tasksup.train.data import SequenceSource, collate
+from tasksup.train.data import SequenceSource, collate, task_probabilities
 from tasksup.train.loop import answer_loss, build_model
 
 # Two tasks a tiny model learns in seconds: every answer is "a" (or every answer is "b"), whatever the
@@ -149,6 +149,29 @@ def test_sequence_chars_fills_each_sequence_to_a_length():
     rows = src.encode(0, range(8))
     assert batch.n_answers == sum(len(tok.decode([t for t, m in zip(ids, tgt) if m]).split("\n")) - 1
                                   for ids, tgt in rows)
+
+
+def ret_task_of(text: str) -> int:
+    """Which ret task wrote a sequence of "abcdefgh->c" lines (its characters are distinct): 1..8."""
+    inp, out = text.split("\n")[0].split("->")
+    return inp.index(out) + 1
+
+
+def test_task_weights_set_each_tasks_share_of_sequences():
+    """task_weights {ret1: 5}: ret1 writes 5/12 of the sequences, each other task 1/12. Without weights a
+    sequence is drawn exactly as before the option existed: task = default_rng([seed, 1, step, i]).integers(8)."""
+    tasks, tok = resolve_tasks("ret"), build_char_tokenizer()
+    probs = task_probabilities(tasks, {"ret1": 5})
+    assert probs == pytest.approx([5 / 12] + [1 / 12] * 7) and task_probabilities(tasks, {}) is None
+    weighted = SequenceSource(tasks, tok, n_examples=3, delimiter="\n", target_delimiter=True, seed=0, task_probs=probs)
+    drawn = [ret_task_of(tok.decode(ids)) for ids, _ in weighted.encode(0, range(1200))]
+    assert abs(drawn.count(1) / 1200 - 5 / 12) < 0.05
+    assert all(abs(drawn.count(j) / 1200 - 1 / 12) < 0.03 for j in range(2, 9))
+    uniform = source_for("ret", tok, m=3)  # seed 3
+    for i in range(20):
+        rng = np.random.default_rng([3, 1, 0, i])
+        expected = uniform.builders[0].training_sequence(tasks[int(rng.integers(8))], 3, rng).text
+        assert tok.decode(uniform.sequence(0, i)[0]) == expected
 
 
 def test_sequences_are_a_function_of_seed_step_index():
@@ -291,6 +314,8 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\nn_embd: 30\nn_head: 4\n", "multiple of n_head"),
     ("tasks: ret\nn_positions: 16\n", "more than the context of 16"),
     ("tasks: ret\nposition_offset: shifted\n", "position_offset must be one of"),
+    ("tasks: ret\ntask_weights: {ret1: 0}\n", "task_weights must be positive numbers"),
+    ("tasks: ret\ntask_weights: {plus1: 2}\n", "task_weights names ['plus1'], which are not among"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     path = tmp_path / "bad.yaml"

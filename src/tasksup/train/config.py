@@ -36,6 +36,9 @@ class TrainConfig:
     # > 0: a sequence stops before the example that would take it past this many characters (at least 2 examples,
     # at most n_examples): short-example tasks get more examples and padding is small when tasks' lines differ
     sequence_chars: int = 0
+    # relative sampling weight of a task per training sequence (a task not named: 1; none named: uniform), to spend
+    # more sequences on the tasks that learn slowest, e.g. {add_en: 2, copy_op1: 2}
+    task_weights: dict[str, float] = field(default_factory=dict)
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
     target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)
@@ -114,6 +117,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasksupError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}")
     if not cfg.delimiter:
         raise TasksupError("the delimiter must not be empty")
+    bad = {k: v for k, v in cfg.task_weights.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")}
+    if bad:
+        raise TasksupError(f"task_weights must be positive numbers, got {bad}")
     if cfg.init_from is not None:
         fixed = [k for k in ("n_layer", "n_head", "n_embd", "n_positions") if getattr(cfg, k) is not None]
         fixed += ["position_init"] * (cfg.position_init != "random")

@@ -61,6 +61,19 @@ def line_length(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0,
     return lengths.pop()
 
 
+def task_probabilities(tasks: Sequence[Task], weights: dict[str, float]) -> list[float] | None:
+    """The probability of each task per training sequence from ``TrainConfig.task_weights`` (relative weights,
+    1 for a task not named); None when no weights are given (uniform, drawn as before weights existed)."""
+    if not weights:
+        return None
+    names = [t.name for t in tasks]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise TasksupError(f"task_weights names {unknown}, which are not among the trained tasks {names}")
+    w = np.array([float(weights.get(n, 1.0)) for n in names])
+    return (w / w.sum()).tolist()
+
+
 def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Which tokens overlap any of the character spans ``[start, end)``."""
     tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
@@ -108,7 +121,7 @@ class SequenceSource:
 
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
                  seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,
-                 max_chars: int | None = None):
+                 max_chars: int | None = None, task_probs: Sequence[float] | None = None):
         self.builders = [PromptBuilder([task], delimiter) for task in tasks]
         self.delimiter = delimiter
         self.tasks = list(tasks)
@@ -120,6 +133,7 @@ class SequenceSource:
         self.max_length = max_length
         self.random_offsets = random_offsets
         self.max_chars = max_chars  # TrainConfig.sequence_chars: up to m examples, as many as fit this many characters
+        self.task_probs = task_probs  # task_probabilities(); None = uniform
         # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -147,7 +161,7 @@ class SequenceSource:
         texts, spans = [], []
         for index in indices:
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
-            k = int(rng.integers(len(self.tasks)))
+            k = int(rng.integers(len(self.tasks)) if self.task_probs is None else rng.choice(len(self.tasks), p=self.task_probs))
             seq = self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars)
             texts.append(seq.text)
             spans.append(self.target_spans(seq.answer_spans))

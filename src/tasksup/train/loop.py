@@ -39,7 +39,7 @@ from tasksup.results import package_versions
 from tasksup.tasks import Task, load_task_file, resolve_tasks
 from tasksup.train.config import TrainConfig
 from tasksup.train.curves import plot_curves, read_curves
-from tasksup.train.data import SequenceSource, family_chars, line_length, longest_example
+from tasksup.train.data import SequenceSource, family_chars, line_length, longest_example, task_probabilities
 from tasksup.train.evaluate import exact_accuracy, greedy_accuracy
 from tasksup.train.state import STATE_DIR, has_state, load_state, save_state
 
@@ -207,6 +207,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     for f in cfg.task_files:
         load_task_file(f)
     tasks = resolve_tasks(cfg.tasks, one_space=False)
+    task_probabilities(tasks, cfg.task_weights)  # unknown task names fail before anything is built
     longest = longest_example(tasks, cfg.delimiter, cfg.seed)  # sizes the context and the eval prompts
     state_dir = out / STATE_DIR
     resuming = resume and has_state(state_dir)
@@ -234,7 +235,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     source = SequenceSource(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                             target_delimiter=cfg.target_delimiter, seed=cfg.seed,
                             max_length=model.config.n_positions, random_offsets=cfg.position_offset == "random",
-                            first_answer=cfg.target_first_answer, max_chars=cfg.sequence_chars or None)
+                            first_answer=cfg.target_first_answer, max_chars=cfg.sequence_chars or None,
+                            task_probs=task_probabilities(tasks, cfg.task_weights))
     eval_need = longest * (cfg.eval_m + 1)
     if eval_need > model.config.n_positions:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
