@@ -314,7 +314,8 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\nn_embd: 30\nn_head: 4\n", "multiple of n_head"),
     ("tasks: ret\nn_positions: 16\n", "more than the context of 16"),
     ("tasks: ret\nposition_offset: shifted\n", "position_offset must be one of"),
-    ("tasks: ret\ntask_weights: {ret1: 0}\n", "task_weights must be positive numbers"),
+    ("tasks: ret\ntask_weights: {ret1: 0}\n", "task_weights must be numbers > 0"),
+    ("tasks: ret\ntask_weights: {ret1: two}\n", "task_weights must be numbers, got"),
     ("tasks: ret\ntask_weights: {plus1: 2}\n", "task_weights names ['plus1'], which are not among"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):

@@ -37,7 +37,7 @@ RANGES = {
     "adam_betas": "[0, 1)", "warmup_steps": "[0, inf)", "grad_clip": "(0, inf)", "cpu_threads": "[0, inf)",
     "log_every": "[1, inf)", "eval_every": "[0, inf)", "eval_examples": "[1, inf)", "eval_prompts": "[0, inf)",
     "final_eval_prompts": "[0, inf)", "save_every": "[0, inf)", "snapshot_every": "[0, inf)",
-    "stop_after": "[1, inf)", "sequence_chars": "[0, inf)",
+    "stop_after": "[1, inf)", "sequence_chars": "[0, inf)", "task_weights": "(0, inf)",
     # theory verify (its YAML keys and options)
     "k_values": "[1, inf)", "m_values": "[1, inf)", "k": "[1, inf)", "m": "[1, inf)", "d": "[1, inf)",
     "n": "[3, inf)", "trials": "[1, inf)", "min_separation": "[0, inf)",
@@ -74,7 +74,7 @@ def _in_range(value: float, interval: str) -> bool:
 
 
 def check_value(key: str, value: Any, label: str | None = None) -> None:
-    """A one-line error unless ``value`` (a number, a list of numbers, None) is allowed for the setting ``key``.
+    """A one-line error unless ``value`` (a number, a list or dict of numbers, None) is allowed for the setting ``key``.
 
     ``label``: how the message names the setting (default ``key``; ``--n-prompts`` for an option).
     """
@@ -83,7 +83,8 @@ def check_value(key: str, value: Any, label: str | None = None) -> None:
         raise TasksupError(f"{label} must be one of {', '.join(CHOICES[key])}, got {value!r}")
     if key not in RANGES:
         return
-    for v in value if isinstance(value, (list, tuple)) else [value]:
+    values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not _in_range(v, RANGES[key]):
             numbers = " numbers" if v is not value else ""
             raise TasksupError(f"{label} must be{numbers} {_allowed(RANGES[key])}, got {value!r}")
