@@ -173,14 +173,12 @@ def run_data(folder: Path) -> tuple[int, float]:
     from transformers import PreTrainedTokenizerFast
 
     from tasksup.train import load_train_config
-    from tasksup.train.data import SequenceSource, task_probabilities
+    from tasksup.train.data import SequenceSource
     from tasksup.train.loop import CONFIG_FILE
 
     cfg = load_train_config(folder / CONFIG_FILE)
-    tasks = resolve_tasks(cfg.tasks, one_space=False)
-    source = SequenceSource(tasks, PreTrainedTokenizerFast.from_pretrained(folder), n_examples=cfg.n_examples,
-                            delimiter=cfg.delimiter, target_delimiter=cfg.target_delimiter, seed=cfg.seed,
-                            max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights))
+    source = SequenceSource.from_config(cfg, resolve_tasks(cfg.tasks, one_space=False),
+                                        PreTrainedTokenizerFast.from_pretrained(folder))
     return cfg.batch_size, float(np.mean([len(ids) for ids, _ in source.encode(0, range(TOKEN_SAMPLE))]))
 
 

@@ -138,6 +138,15 @@ class SequenceSource:
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
+    @classmethod
+    def from_config(cls, cfg, tasks: Sequence[Task], tokenizer, max_length: int | None = None) -> "SequenceSource":
+        """The training sequences of a ``TrainConfig`` (the training loop's, and the one that measures a run's
+        tokens per sequence afterwards)."""
+        return cls(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
+                   target_delimiter=cfg.target_delimiter, seed=cfg.seed, max_length=max_length,
+                   random_offsets=cfg.position_offset == "random", first_answer=cfg.target_first_answer,
+                   max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights))
+
     def target_spans(self, answer_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         """Answers 2..m (Eq. 1; 1..m with ``first_answer``), each extended over its delimiter when
         ``target_delimiter``."""

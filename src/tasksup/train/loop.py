@@ -232,11 +232,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     else:
         tokenizer = build_tokenizer(cfg, tasks)
         model = build_model(cfg, tokenizer, context_length(cfg, longest), tasks)
-    source = SequenceSource(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
-                            target_delimiter=cfg.target_delimiter, seed=cfg.seed,
-                            max_length=model.config.n_positions, random_offsets=cfg.position_offset == "random",
-                            first_answer=cfg.target_first_answer, max_chars=cfg.sequence_chars or None,
-                            task_probs=task_probabilities(tasks, cfg.task_weights))
+    source = SequenceSource.from_config(cfg, tasks, tokenizer, max_length=model.config.n_positions)
     eval_need = longest * (cfg.eval_m + 1)
     if eval_need > model.config.n_positions:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
