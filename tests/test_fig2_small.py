@@ -16,7 +16,7 @@ from tasksup.train.loop import build_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "checkpoints" / "fig2-small"
 SETTINGS = ["add_translate", "country", "copy_add", "letters"]
-PER_TASK = 5  # examples per task in the small configs (paper: 20)
+PER_TASK = 10  # examples per task in the small configs (paper: 20)
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -30,17 +30,18 @@ def test_small_configs_are_the_papers_but_the_model_and_m(setting):
 
 
 def test_training_config_rebuilds_the_committed_tokenizer():
-    """The data libraries still produce exactly the characters the committed model was trained on."""
-    cfg = load_train_config(ROOT / "configs" / "train_fig2_small.yaml")
+    """The data libraries still produce exactly the examples the committed subword vocabulary was learned from."""
+    cfg = load_train_config(ROOT / "configs" / "train_fig2_small_stage1.yaml")
     tasks = resolve_tasks(cfg.tasks, one_space=False)
     assert {t.name for t in tasks} >= {"add_es", "capital", "copy_op2", "last_letter_cap"} and len(tasks) == 14
-    committed = json.loads((MODEL / "tokenizer.json").read_text())["model"]["vocab"]
-    assert build_tokenizer(cfg, tasks).get_vocab() == committed
+    committed = json.loads((MODEL / "tokenizer.json").read_text())["model"]
+    rebuilt = json.loads(build_tokenizer(cfg, tasks).backend_tokenizer.to_str())["model"]
+    assert cfg.tokenizer == "bpe" and rebuilt["vocab"] == committed["vocab"] and rebuilt["merges"] == committed["merges"]
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
-    """The prompts of 5 examples per task fit the model's context; the probabilities are a distribution."""
+    """The prompts of 10 examples per task fit the model's context; the probabilities are a distribution."""
     run = run_config(ROOT / "configs" / f"fig2_{setting}_small.yaml", model=str(MODEL), out=tmp_path,
                      overrides=["n_prompts=4"], progress=False)
     records = [json.loads(line) for line in (run.path / "results.jsonl").read_text().splitlines()]
@@ -51,6 +52,7 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
 
 
 @pytest.mark.parametrize("config, model", [("train_fig2_small_stage2.yaml", "fig2-small"),
+                                           ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
     """The command in each checkpoint's README reproduces its config exactly; stage 2's starting model is committed."""

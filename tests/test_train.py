@@ -317,6 +317,7 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\ntask_weights: {ret1: 0}\n", "task_weights must be numbers > 0"),
     ("tasks: ret\ntask_weights: {ret1: two}\n", "task_weights must be numbers, got"),
     ("tasks: ret\ntask_weights: {plus1: 2}\n", "task_weights names ['plus1'], which are not among"),
+    ("tasks: ret\ntokenizer: wordpiece\n", "tokenizer must be one of char, bpe"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     path = tmp_path / "bad.yaml"

@@ -22,6 +22,7 @@ PRESETS = {
 MIXED_PRECISION = ("no", "bf16", "fp16")
 POSITION_INITS = ("random", "sinusoidal", "lines")
 POSITION_OFFSETS = ("none", "random")
+TOKENIZERS = ("char", "bpe")
 
 
 @dataclass
@@ -60,6 +61,10 @@ class TrainConfig:
     # [0, n_positions - T] (Ruoss et al. 2023), so no per-absolute-position lookup table can fit the data
     position_offset: str = "none"
     extra_chars: str = ""  # characters the tokenizer needs beyond those the tasks' examples produce
+    # char: one token per character (every embedded model before fig2-small) | bpe: subword merges learned from
+    # the tasks' examples (models/bpe_tokenizer.py), so that whole capitals, numbers and number words are tokens
+    tokenizer: str = "char"
+    vocab_size: int = 4096  # bpe only: tokens in all (3 special tokens, every character, then merges)
     # optimisation: AdamW, linear warm-up then cosine decay to 0, gradient clipping
     steps: int = 2000
     batch_size: int = 32  # sequences per optimizer step, summed over all processes
@@ -113,6 +118,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasksupError("position_init: lines needs position_offset: none (a random offset moves every line's phase)")
     if cfg.position_offset not in POSITION_OFFSETS:
         raise TasksupError(f"position_offset must be one of {', '.join(POSITION_OFFSETS)}, got {cfg.position_offset!r}")
+    if cfg.tokenizer not in TOKENIZERS:
+        raise TasksupError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}")
     if cfg.mixed_precision not in MIXED_PRECISION:
         raise TasksupError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {cfg.mixed_precision!r}")
     if not cfg.delimiter:

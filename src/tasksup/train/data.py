@@ -48,13 +48,18 @@ def longest_example(tasks: Sequence[Task], delimiter: str, seed: int = 0, n: int
     return max(map(len, sampled_lines(tasks, delimiter, seed, n)))
 
 
+def example_lengths(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> set[int]:
+    """The lengths in tokens of n sampled examples (each with its delimiter) of each task."""
+    texts = sampled_lines(tasks, delimiter, seed, n)
+    return {len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]}
+
+
 def line_length(tasks: Sequence[Task], delimiter: str, tokenizer, seed: int = 0, n: int = CHAR_SAMPLES) -> int:
     """The length in tokens of every example plus delimiter, when the family's format fixes it.
 
     ``position_init: lines`` needs it; a family whose lines vary (plus: 2- or 3-digit answers) is an error.
     """
-    texts = sampled_lines(tasks, delimiter, seed, n)
-    lengths = {len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]}
+    lengths = example_lengths(tasks, delimiter, tokenizer, seed, n)
     if len(lengths) != 1:
         raise TasksupError(f"position_init: lines needs examples of one fixed length, but this family's lines are "
                            f"{min(lengths)}-{max(lengths)} tokens long; use position_init: random or sinusoidal")

@@ -39,7 +39,8 @@ from tasksup.results import package_versions
 from tasksup.tasks import Task, load_task_file, resolve_tasks
 from tasksup.train.config import TrainConfig
 from tasksup.train.curves import plot_curves, read_curves
-from tasksup.train.data import SequenceSource, family_chars, line_length, longest_example, task_probabilities
+from tasksup.train.data import (SequenceSource, example_lengths, family_chars, line_length, longest_example, sampled_lines,
+                                task_probabilities)
 from tasksup.train.evaluate import exact_accuracy, greedy_accuracy
 from tasksup.train.state import STATE_DIR, has_state, load_state, save_state
 
@@ -52,13 +53,19 @@ POSITION_ROUNDING = 64
 
 
 def build_tokenizer(cfg: TrainConfig, tasks: Sequence[Task]):
+    """Characters, or BPE merges learned from the examples the sequences are drawn from (``sampled_lines``:
+    the same number of each task's, as every task has the same share of sequences by default)."""
+    if cfg.tokenizer == "bpe":
+        from tasksup.models.bpe_tokenizer import build_bpe_tokenizer
+
+        return build_bpe_tokenizer(sampled_lines(tasks, cfg.delimiter, cfg.seed), cfg.vocab_size, cfg.extra_chars)
     from tasksup.models import build_char_tokenizer
 
     return build_char_tokenizer(family_chars(tasks, cfg.delimiter, cfg.seed) + cfg.extra_chars)
 
 
 def longest_sequence(cfg: TrainConfig, longest: int) -> int:
-    """An upper bound on a training sequence's length in characters (= tokens for our tokenizer), given the
+    """An upper bound on a training sequence's length in characters (and so in tokens), given the
     longest example with its delimiter (``longest_example``)."""
     if cfg.sequence_chars:
         return max(cfg.sequence_chars, 2 * longest)
@@ -120,7 +127,9 @@ def load_stage(cfg: TrainConfig, tasks: Sequence[Task], longest: int):
     if missing:
         raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
                            f"{''.join(missing)!r}")
-    need = longest_sequence(cfg, longest) * offset_room(cfg)
+    # in tokens: at most the characters, and at most n_examples of the longest example in this tokenizer's tokens
+    most_tokens = cfg.n_examples * max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed))
+    need = min(longest_sequence(cfg, longest), most_tokens) * offset_room(cfg)
     if need > model.config.n_positions:
         raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
                            f"need {need} (lower n_examples)")
@@ -233,7 +242,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         tokenizer = build_tokenizer(cfg, tasks)
         model = build_model(cfg, tokenizer, context_length(cfg, longest), tasks)
     source = SequenceSource.from_config(cfg, tasks, tokenizer, max_length=model.config.n_positions)
-    eval_need = longest * (cfg.eval_m + 1)
+    eval_need = max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed)) * (cfg.eval_m + 1)
     if eval_need > model.config.n_positions:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
                            f"{model.config.n_positions}: lower eval_examples")
