@@ -51,7 +51,8 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
         assert sum(r["probs"]) + r["other"] == pytest.approx(1.0, abs=1e-5) and min(r["probs"]) >= 0.0
 
 
-@pytest.mark.parametrize("config, model", [("train_fig2_small_stage2.yaml", "fig2-small"),
+@pytest.mark.parametrize("config, model", [("train_fig2_small_stage3.yaml", "fig2-small"),
+                                           ("train_fig2_small_stage2.yaml", "fig2-small/recipes/bpe-stage2"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
