@@ -86,7 +86,7 @@ def main() -> None:
     print("ret-small reproduces Fig. 3a in the mean over prompts, by copying one example's task per prompt;\n"
           "plus-small does not reproduce Fig. 3b (it averages the two tasks' offsets): README.md, 'Training from\n"
           "scratch and Figure 3'. fig2-small (subword tokens) spreads country mixtures over all three tasks with\n"
-          "other ~0.01; on the additions, which it has only half learned, the mass goes to neighbouring sums:\n"
+          "other ~0.01; on the additions, which it has not fully learned, the mass goes to neighbouring sums:\n"
           "README.md, 'Figure 2 offline'.")
 
 
