@@ -62,7 +62,9 @@ class TrainConfig:
     position_offset: str = "none"
     extra_chars: str = ""  # characters the tokenizer needs beyond those the tasks' examples produce
     # char: one token per character (every embedded model before fig2-small) | bpe: subword merges learned from
-    # the tasks' examples (models/bpe_tokenizer.py), so that whole capitals, numbers and number words are tokens
+    # the tasks' examples (models/bpe_tokenizer.py), so that whole capitals, numbers and number words are tokens.
+    # Both keys are unused with init_from: a stage keeps its starting model's tokenizer (its saved train_config.yaml
+    # then shows the defaults)
     tokenizer: str = "char"
     vocab_size: int = 4096  # bpe only: tokens in all (3 special tokens, every character, then merges)
     # optimisation: AdamW, linear warm-up then cosine decay to 0, gradient clipping
