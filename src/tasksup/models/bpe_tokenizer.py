@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tasksup.models.char_tokenizer import EOS, PAD, UNK
+from tasksup.models.char_tokenizer import EOS, PAD, UNK, as_hf_tokenizer
 
 PRE_TOKENS = r"\p{N}{1,3}| ?\p{L}+|[^\s\p{L}\p{N}]+|\s+"
 
@@ -33,5 +33,4 @@ def build_bpe_tokenizer(corpus: Sequence[str], vocab_size: int, extra_chars: Ite
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, UNK, EOS], initial_alphabet=alphabet,
                                   show_progress=False)
     core.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS,
-                                   clean_up_tokenization_spaces=False)
+    return as_hf_tokenizer(core)

@@ -25,5 +25,10 @@ def build_char_tokenizer(extra_chars: Iterable[str] = ()) -> PreTrainedTokenizer
     core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
+    return as_hf_tokenizer(core)
+
+
+def as_hf_tokenizer(core: Tokenizer) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` model with our special tokens, as a fast tokenizer that ``save_pretrained`` writes."""
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, unk_token=UNK, eos_token=EOS,
                                    clean_up_tokenization_spaces=False)
