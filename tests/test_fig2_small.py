@@ -51,15 +51,30 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
         assert sum(r["probs"]) + r["other"] == pytest.approx(1.0, abs=1e-5) and min(r["probs"]) >= 0.0
 
 
-@pytest.mark.parametrize("config, model", [("train_fig2_small_stage3.yaml", "fig2-small"),
+@pytest.mark.parametrize("config, model", [("train_fig2_small_stage4.yaml", "fig2-small"),
+                                           ("train_fig2_small_stage4.yaml", "fig2-small/recipes/bpe-stage4"),
+                                           ("train_fig2_small_stage3.yaml", "fig2-small/recipes/bpe-stage3"),
                                            ("train_fig2_small_stage2.yaml", "fig2-small/recipes/bpe-stage2"),
+                                           ("train_fig2_small_stage5_copy.yaml", "fig2-small/recipes/bpe-stage5-copy"),
+                                           ("train_fig2_small_stage5_noise.yaml", "fig2-small/recipes/bpe-stage5-noise"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
-    """The command in each checkpoint's README reproduces its config exactly; stage 2's starting model is committed."""
+    """The command in each checkpoint's README reproduces its config exactly (the stopped stage-5 attempts: the
+    config their logs came from); each stage's starting model is committed."""
     from dataclasses import asdict
 
     ours = asdict(load_train_config(ROOT / "configs" / config))
     assert ours == asdict(load_train_config(ROOT / "checkpoints" / model / "train_config.yaml"))
     if ours["init_from"]:
         assert (ROOT / ours["init_from"] / "model.safetensors").is_file()
+
+
+def test_lambda_config_runs_on_the_committed_model(tmp_path):
+    """configs/lambda_fig2_small.yaml (the threshold evidence in the model's README) runs on the model, and a pure
+    prompt of either task puts most of the mass on that task's answer."""
+    run = run_config(ROOT / "configs" / "lambda_fig2_small.yaml", model=str(MODEL), out=tmp_path,
+                     overrides=["n_prompts=4", "lambdas=[0.0, 1.0]"], progress=False)
+    pure_fr, pure_en = json.loads((run.path / "summary.json").read_text())["per_lambda"]
+    assert pure_fr["lambda"] == 0.0 and pure_fr["add_fr"]["mean"] > 0.5 and pure_fr["add_en"]["mean"] < 0.1
+    assert pure_en["lambda"] == 1.0 and pure_en["add_en"]["mean"] > 0.5 and pure_en["add_fr"]["mean"] < 0.1

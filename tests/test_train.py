@@ -151,6 +151,33 @@ def test_sequence_chars_fills_each_sequence_to_a_length():
                                   for ids, tgt in rows)
 
 
+def test_example_noise_writes_wrong_answers_of_the_same_task_that_are_not_targets():
+    """example_noise 0.3: ~30% of the examples answer wrongly, each with the task's answer to another input
+    (a number for the copy tasks and add_ops); the loss targets are exactly the right answers 2..m."""
+    from tasksup.train.data import family_chars
+
+    tasks = resolve_tasks("copy_add")
+    tok = build_char_tokenizer(family_chars(tasks, "\n"))
+    src = SequenceSource(tasks, tok, n_examples=20, delimiter="\n", target_delimiter=True, seed=3, noise=0.3)
+    n_wrong = n_all = 0
+    for i in range(60):
+        rng = np.random.default_rng([3, 1, 0, i])
+        task = tasks[int(rng.integers(3))]
+        seq = src.builders[0].training_sequence(task, 20, rng, noise=0.3)
+        ids, tgt = src.sequence(0, i)
+        assert tok.decode(ids) == seq.text
+        lines = seq.text.split("\n")[:-1]
+        for line, wrong in zip(lines, seq.noisy):
+            a, b, answer = (int(v) for v in line.replace("@", " ").replace("=", " ").split())
+            right = {"copy_op1": a, "copy_op2": b, "add_ops": a + b}[task.name]
+            assert (answer != right) == wrong
+        targets = "".join(line.split("=")[1] + "\n" for j, (line, wrong) in enumerate(zip(lines, seq.noisy))
+                          if j >= 1 and not wrong)
+        assert tok.decode([t for t, m in zip(ids, tgt) if m]) == targets
+        n_wrong, n_all = n_wrong + sum(seq.noisy), n_all + len(lines)
+    assert abs(n_wrong / n_all - 0.3) < 0.05
+
+
 def ret_task_of(text: str) -> int:
     """Which ret task wrote a sequence of "abcdefgh->c" lines (its characters are distinct): 1..8."""
     inp, out = text.split("\n")[0].split("->")
@@ -318,6 +345,7 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\ntask_weights: {ret1: two}\n", "task_weights must be numbers, got"),
     ("tasks: ret\ntask_weights: {plus1: 2}\n", "task_weights names ['plus1'], which are not among"),
     ("tasks: ret\ntokenizer: wordpiece\n", "tokenizer must be one of char, bpe"),
+    ("tasks: ret\nexample_noise: 1\n", "example_noise must be"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     path = tmp_path / "bad.yaml"

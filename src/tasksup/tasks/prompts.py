@@ -6,7 +6,7 @@ spans for the loss of Eq. 1) and task vectors (single-task prompts and lone quer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
@@ -95,11 +95,13 @@ class MixturePrompt:
 
 @dataclass
 class TrainingSequence:
-    """m examples of one task; ``answer_spans`` are the answers' character ranges in ``text``."""
+    """m examples of one task; ``answer_spans`` are the answers' character ranges in ``text``; ``noisy[i]``:
+    example i's answer was replaced by a wrong one (``training_sequence``'s ``noise``)."""
 
     text: str
     task: str
     answer_spans: list[tuple[int, int]]
+    noisy: list[bool] = field(default_factory=list)
 
 
 def answers_collide(answers: Sequence[str], allow_prefixes: bool) -> bool:
@@ -177,24 +179,40 @@ class PromptBuilder:
                            f"in {MAX_QUERY_DRAWS} draws")
 
     def training_sequence(self, task: Task, m: int, rng: np.random.Generator,
-                          max_chars: int | None = None) -> TrainingSequence:
+                          max_chars: int | None = None, noise: float = 0.0) -> TrainingSequence:
         """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s).
 
         With ``max_chars``, the sequence stops before the first example that would take it past that
         many characters (but holds at least two): tasks with short examples then get more of them,
         and every sequence is about as long as the context it trains.
+
+        With ``noise`` > 0, each example's answer is, with that probability, the same task's answer to
+        another input (a wrong label, never another task's answer); ``noisy`` marks those examples.
+        ``noise`` = 0 draws nothing more from ``rng``: the sequences are those of a run without it.
         """
-        parts, spans, pos = [], [], 0
+        parts, spans, noisy, pos = [], [], [], 0
         for i in range(m):
             x = self.space.sample(rng)
             prefix, answer = self.space.format(x), task.answer(x)
+            wrong = noise > 0 and rng.random() < noise
+            if wrong:
+                answer = self._wrong_answer(task, answer, rng)
             line = prefix + answer + self.delimiter
             if max_chars is not None and i >= 2 and pos + len(line) > max_chars:
                 break
             spans.append((pos + len(prefix), pos + len(prefix) + len(answer)))
+            noisy.append(wrong)
             parts.append(line)
             pos += len(line)
-        return TrainingSequence("".join(parts), task.name, spans)
+        return TrainingSequence("".join(parts), task.name, spans, noisy)
+
+    def _wrong_answer(self, task: Task, answer: str, rng: np.random.Generator, tries: int = 100) -> str:
+        for _ in range(tries):
+            other = task.answer(self.space.sample(rng))
+            if other != answer:
+                return other
+        raise TasksupError(f"task {task.name!r} gives {answer!r} to every input drawn: example_noise needs "
+                           "a task with more than one answer")
 
 
 def check_fits(lm, builder: PromptBuilder, m: int, *, terminator: str | None = None, generate: int = 0,

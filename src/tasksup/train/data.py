@@ -126,7 +126,7 @@ class SequenceSource:
 
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
                  seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,
-                 max_chars: int | None = None, task_probs: Sequence[float] | None = None):
+                 max_chars: int | None = None, task_probs: Sequence[float] | None = None, noise: float = 0.0):
         self.builders = [PromptBuilder([task], delimiter) for task in tasks]
         self.delimiter = delimiter
         self.tasks = list(tasks)
@@ -139,6 +139,7 @@ class SequenceSource:
         self.random_offsets = random_offsets
         self.max_chars = max_chars  # TrainConfig.sequence_chars: up to m examples, as many as fit this many characters
         self.task_probs = task_probs  # task_probabilities(); None = uniform
+        self.noise = noise  # TrainConfig.example_noise: wrong answers in context, never loss targets
         # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -150,13 +151,15 @@ class SequenceSource:
         return cls(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                    target_delimiter=cfg.target_delimiter, seed=cfg.seed, max_length=max_length,
                    random_offsets=cfg.position_offset == "random", first_answer=cfg.target_first_answer,
-                   max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights))
+                   max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights),
+                   noise=cfg.example_noise)
 
-    def target_spans(self, answer_spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-        """Answers 2..m (Eq. 1; 1..m with ``first_answer``), each extended over its delimiter when
-        ``target_delimiter``."""
+    def target_spans(self, answer_spans: Sequence[tuple[int, int]], noisy: Sequence[bool]) -> list[tuple[int, int]]:
+        """Answers 2..m (Eq. 1; 1..m with ``first_answer``) but the ``noisy`` ones, each extended over its
+        delimiter when ``target_delimiter``."""
         extra = len(self.delimiter) if self.target_delimiter else 0
-        return [(s, e + extra) for s, e in answer_spans[self.first_target:]]
+        return [(s, e + extra) for i, ((s, e), wrong) in enumerate(zip(answer_spans, noisy))
+                if i >= self.first_target and not wrong]
 
     @property
     def first_target(self) -> int:
@@ -176,9 +179,9 @@ class SequenceSource:
         for index in indices:
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
             k = int(rng.integers(len(self.tasks)) if self.task_probs is None else rng.choice(len(self.tasks), p=self.task_probs))
-            seq = self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars)
+            seq = self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars, self.noise)
             texts.append(seq.text)
-            spans.append(self.target_spans(seq.answer_spans))
+            spans.append(self.target_spans(seq.answer_spans, seq.noisy))
         rows = encode_with_targets(self.tokenizer, texts, spans)
         longest = max(len(ids) for ids, _ in rows)
         if self.max_length is not None and longest > self.max_length:
