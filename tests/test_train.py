@@ -176,6 +176,10 @@ def test_example_noise_writes_wrong_answers_of_the_same_task_that_are_not_target
         assert tok.decode([t for t, m in zip(ids, tgt) if m]) == targets
         n_wrong, n_all = n_wrong + sum(seq.noisy), n_all + len(lines)
     assert abs(n_wrong / n_all - 0.3) < 0.05
+    constant = SequenceSource(resolve_tasks(CONST), tok, n_examples=4, delimiter="\n", target_delimiter=True,
+                              seed=3, noise=0.5)
+    with pytest.raises(TasksupError, match="example_noise needs a task with more than one answer"):
+        constant.encode(0, range(8))
 
 
 def ret_task_of(text: str) -> int:

@@ -6,7 +6,7 @@ spans for the loss of Eq. 1) and task vectors (single-task prompts and lone quer
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Sequence
 
@@ -101,7 +101,7 @@ class TrainingSequence:
     text: str
     task: str
     answer_spans: list[tuple[int, int]]
-    noisy: list[bool] = field(default_factory=list)
+    noisy: list[bool]
 
 
 def answers_collide(answers: Sequence[str], allow_prefixes: bool) -> bool:
@@ -187,7 +187,7 @@ class PromptBuilder:
         and every sequence is about as long as the context it trains.
 
         With ``noise`` > 0, each example's answer is, with that probability, the same task's answer to
-        another input (a wrong label, never another task's answer); ``noisy`` marks those examples.
+        another input (a wrong label; another task's answer only by coincidence); ``noisy`` marks those examples.
         ``noise`` = 0 draws nothing more from ``rng``: the sequences are those of a run without it.
         """
         parts, spans, noisy, pos = [], [], [], 0

@@ -41,8 +41,8 @@ class TrainConfig:
     # more sequences on the tasks that learn slowest, e.g. {add_en: 2, copy_op1: 2}
     task_weights: dict[str, float] = field(default_factory=dict)
     # probability that an example's answer is the same task's answer to another input (a wrong label, not a loss
-    # target; never another task's answer), so that a model learns to read a task from examples that disagree
-    # (docs/training.md, "Noisy examples"). 0: every answer right, as in the paper
+    # target; another task's answer only by coincidence), so that a model learns to read a task from examples
+    # that disagree (docs/training.md, "Noisy examples"). 0: every answer right, as in the paper
     example_noise: float = 0.0
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
