@@ -58,6 +58,7 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
                                            ("train_fig2_small_stage5_copy.yaml", "fig2-small/recipes/bpe-stage5-copy"),
                                            ("train_fig2_small_stage5_copyfocus.yaml", "fig2-small/recipes/bpe-stage5-copyfocus"),
                                            ("train_fig2_small_stage5_noise.yaml", "fig2-small/recipes/bpe-stage5-noise"),
+                                           ("train_fig2_small_stage5_short.yaml", "fig2-small/recipes/bpe-stage5-short"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
