@@ -107,8 +107,8 @@ def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[T
     return model
 
 
-def load_stage(cfg: TrainConfig, tasks: Sequence[Task], longest: int):
-    """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters and sequences."""
+def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
+    """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters."""
     from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
     from tasksup.models.loading import check_model_dir
@@ -127,13 +127,16 @@ def load_stage(cfg: TrainConfig, tasks: Sequence[Task], longest: int):
     if missing:
         raise TasksupError(f"init_from {cfg.init_from!r}: its tokenizer lacks characters these tasks write: "
                            f"{''.join(missing)!r}")
-    # in tokens: at most the characters, and at most n_examples of the longest example in this tokenizer's tokens
-    most_tokens = cfg.n_examples * max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed))
-    need = min(longest_sequence(cfg, longest), most_tokens) * offset_room(cfg)
-    if need > model.config.n_positions:
-        raise TasksupError(f"init_from {cfg.init_from!r} has {model.config.n_positions} positions; these sequences "
-                           f"need {need} (lower n_examples)")
     return tokenizer, model
+
+
+def check_stage_positions(cfg: TrainConfig, n_positions: int, longest: int, longest_tokens: int) -> None:
+    """A stage's sequences fit its starting model's positions. In tokens, a sequence is at most its characters
+    (``longest_sequence``) and at most n_examples of the longest example in tokens."""
+    need = min(longest_sequence(cfg, longest), cfg.n_examples * longest_tokens) * offset_room(cfg)
+    if need > n_positions:
+        raise TasksupError(f"init_from {cfg.init_from!r} has {n_positions} positions; these sequences "
+                           f"need {need} (lower n_examples)")
 
 
 def line_positions(n: int, dim: int, length: int, lead: int, std: float) -> torch.Tensor:
@@ -237,12 +240,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
         model = GPT2LMHeadModel.from_pretrained(out)
     elif cfg.init_from:
-        tokenizer, model = load_stage(cfg, tasks, longest)
+        tokenizer, model = load_stage(cfg, tasks)
     else:
         tokenizer = build_tokenizer(cfg, tasks)
         model = build_model(cfg, tokenizer, context_length(cfg, longest), tasks)
+    longest_tokens = max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed))  # one tokenization of the samples
+    if cfg.init_from and not resuming:
+        check_stage_positions(cfg, model.config.n_positions, longest, longest_tokens)
     source = SequenceSource.from_config(cfg, tasks, tokenizer, max_length=model.config.n_positions)
-    eval_need = max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed)) * (cfg.eval_m + 1)
+    eval_need = longest_tokens * (cfg.eval_m + 1)
     if eval_need > model.config.n_positions:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
                            f"{model.config.n_positions}: lower eval_examples")
