@@ -12,8 +12,10 @@ from tasksup import load_model, resolve_tasks
 from tasksup.models.bpe_tokenizer import build_bpe_tokenizer
 from tasksup.scoring import common_prefix_len
 from tasksup.tasks import PromptBuilder, Task, get_input_space, register_task
-from tasksup.train import TrainConfig, train
+from tasksup.errors import TasksupError
+from tasksup.train import TrainConfig, load_train_config, train
 from tasksup.train.data import sampled_lines
+from tasksup.train.loop import build_tokenizer
 
 FIG2_TASKS = ["add_translate", "country", "copy_add", "letters"]
 # Two tasks a tiny model tells apart in seconds by their examples alone (as test_train's): every answer "yes" or "no".
@@ -60,6 +62,37 @@ def test_frequent_answers_become_whole_tokens_and_words_keep_their_spaces(fig2):
         assert tok.tokenize(continent) == [continent]
     assert tok.tokenize("ciento cincuenta y tres") == ["ciento", " cincuenta", " y", " tres"]
     assert tok.tokenize("86+67->153") == ["86", "+", "67", "->", "153"]  # digits in runs of at most 3
+
+
+def test_bpe_digits_1_writes_numbers_digit_by_digit_and_keeps_answers_starting_tokens():
+    """bpe_digits = 1 (Llama 2's and Qwen2's rule): no token holds two digits, words are still whole tokens,
+    and tok(prompt) stays a prefix of tok(prompt + answer)."""
+    tasks = resolve_tasks(FIG2_TASKS, one_space=False)
+    tok = build_bpe_tokenizer(sampled_lines(tasks, "\n", seed=0, n=1024), vocab_size=2048, digits=1)
+    assert tok.tokenize("86+67->153") == ["8", "6", "+", "6", "7", "->", "1", "5", "3"]
+    assert tok.tokenize("ciento cincuenta y tres") == ["ciento", " cincuenta", " y", " tres"]
+    assert not [t for t in tok.get_vocab() if sum(c.isdigit() for c in t) > 1]
+    rng = np.random.default_rng(1)
+    for task in tasks:
+        builder = PromptBuilder([task], "\n")
+        for _ in range(10):
+            prompt = builder.build("uniform", 3, rng)
+            head, whole = tok(prompt.text)["input_ids"], tok(prompt.text + prompt.answers[0] + "\n")["input_ids"]
+            assert common_prefix_len(head, whole) == len(head), (task.name, prompt.text)
+
+
+def test_bpe_digits_below_1_is_a_one_line_error(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("tasks: [add_translate]\ntokenizer: bpe\nbpe_digits: 0\n")
+    with pytest.raises(TasksupError, match="bpe_digits"):
+        load_train_config(path)
+
+
+def test_a_runs_bpe_digits_reaches_its_tokenizer():
+    tasks = resolve_tasks(WORDS)
+    for digits, tokens in ((3, ["34", "->", "yes", "\n"]), (1, ["3", "4", "->", "yes", "\n"])):
+        cfg = TrainConfig(tasks=WORDS, tokenizer="bpe", vocab_size=300, bpe_digits=digits)
+        assert build_tokenizer(cfg, tasks).tokenize("34->yes\n") == tokens
 
 
 def test_a_bpe_run_learns_and_saves_a_loadable_subword_model(tmp_path):

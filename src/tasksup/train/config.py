@@ -67,10 +67,12 @@ class TrainConfig:
     extra_chars: str = ""  # characters the tokenizer needs beyond those the tasks' examples produce
     # char: one token per character (every embedded model before fig2-small) | bpe: subword merges learned from
     # the tasks' examples (models/bpe_tokenizer.py), so that whole capitals, numbers and number words are tokens.
-    # Both keys are unused with init_from: a stage keeps its starting model's tokenizer (its saved train_config.yaml
-    # then shows the defaults)
+    # These three keys are unused with init_from: a stage keeps its starting model's tokenizer (its saved
+    # train_config.yaml then shows the defaults)
     tokenizer: str = "char"
     vocab_size: int = 4096  # bpe only: tokens in all (3 special tokens, every character, then merges)
+    # bpe only: digits per token at most (3: Llama 3, numbers up to 999 whole; 1: Llama 2 / Qwen2, digit by digit)
+    bpe_digits: int = 3
     # optimisation: AdamW, linear warm-up then cosine decay to 0, gradient clipping
     steps: int = 2000
     batch_size: int = 32  # sequences per optimizer step, summed over all processes

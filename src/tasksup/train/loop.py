@@ -58,7 +58,8 @@ def build_tokenizer(cfg: TrainConfig, tasks: Sequence[Task]):
     if cfg.tokenizer == "bpe":
         from tasksup.models.bpe_tokenizer import build_bpe_tokenizer
 
-        return build_bpe_tokenizer(sampled_lines(tasks, cfg.delimiter, cfg.seed), cfg.vocab_size, cfg.extra_chars)
+        return build_bpe_tokenizer(sampled_lines(tasks, cfg.delimiter, cfg.seed), cfg.vocab_size, cfg.extra_chars,
+                                   cfg.bpe_digits)
     from tasksup.models import build_char_tokenizer
 
     return build_char_tokenizer(family_chars(tasks, cfg.delimiter, cfg.seed) + cfg.extra_chars)
