@@ -94,6 +94,25 @@ def test_different_config_in_same_dir_is_refused(tmp_path, model):
     assert (out / "results.jsonl").read_text() == before
 
 
+def test_retrained_weights_in_same_dir_are_refused(tmp_path, model):
+    """Same config, same architecture, same file sizes, other weights: resuming would mix two models' results."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    mine = tmp_path / "model"
+    shutil.copytree(model, mine)
+    out = tmp_path / "run"
+    assert tasksup("run", COPY_ADD, "--model", mine, "--out", out, *FAST).exit_code == 0
+    before = (out / "results.jsonl").read_text()
+    weights = load_file(mine / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + torch.full_like(weights[name], 1e-3)
+    save_file(weights, mine / "model.safetensors", metadata={"format": "pt"})
+    res = tasksup("run", COPY_ADD, "--model", mine, "--out", out, *FAST, "--set", "n_prompts=5")
+    assert res.exit_code == 2 and "another model" in res.stderr
+    assert (out / "results.jsonl").read_text() == before
+
+
 @pytest.fixture(scope="module")
 def broken_models(tmp_path_factory, tiny_model_dirs):
     root = tmp_path_factory.mktemp("broken")

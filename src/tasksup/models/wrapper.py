@@ -13,7 +13,29 @@ import numpy as np
 import torch
 
 from tasksup.errors import TasksupError
+from tasksup.results import CONTENT_FINGERPRINT
 from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, prompt_pass, run_plans
+
+WHOLE_HASH_BYTES = 256 << 20  # weight files up to this size are hashed whole
+SAMPLE_BYTES = 1 << 20
+
+
+def weights_digest(path: str) -> str:
+    """A content hash of one weight file, so that results of retrained weights never pass for the old ones.
+
+    Files up to 256 MiB are hashed whole (a 6 MB model: ~10 ms); a larger file by its size and three 1 MiB
+    samples (start, middle, end) so that a 15 GB LLM is not read in full for every run.
+    """
+    size, digest = os.path.getsize(path), hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= WHOLE_HASH_BYTES:
+            for block in iter(lambda: f.read(SAMPLE_BYTES), b""):
+                digest.update(block)
+        else:
+            for start in (0, (size - SAMPLE_BYTES) // 2, size - SAMPLE_BYTES):
+                f.seek(start)
+                digest.update(f.read(SAMPLE_BYTES))
+    return f"{size}:{digest.hexdigest()[:16]}"
 
 
 @dataclass
@@ -169,7 +191,7 @@ class LanguageModel:
         if os.path.isdir(path):
             for f in sorted(os.listdir(path)):
                 if f.endswith((".safetensors", ".bin", ".gguf")):
-                    fingerprint.update(f"{f}:{os.path.getsize(os.path.join(path, f))}".encode())
+                    fingerprint.update(f"{f}:{weights_digest(os.path.join(path, f))}".encode())
         return {
             "name": self.name,
             "class": type(self.model).__name__,
@@ -179,7 +201,7 @@ class LanguageModel:
             "device": str(next(self.model.parameters()).device),
             "commit": getattr(cfg, "_commit_hash", None),
             "gguf_file": self.gguf_file,
-            "fingerprint": fingerprint.hexdigest()[:16],
+            "fingerprint": CONTENT_FINGERPRINT + fingerprint.hexdigest()[:16],
         }
 
     def __repr__(self) -> str:
