@@ -29,14 +29,17 @@ def test_small_configs_are_the_papers_but_the_model_and_m(setting):
     assert {**paper, "n_examples": PER_TASK * k} == small
 
 
-def test_training_config_rebuilds_the_committed_tokenizer():
+@pytest.mark.parametrize("config, model, digits", [("train_fig2_small_digits.yaml", MODEL, 1),
+                                                   ("train_fig2_small_stage1.yaml", MODEL / "recipes" / "bpe-stage1", 3)])
+def test_training_config_rebuilds_the_committed_tokenizer(config, model, digits):
     """The data libraries still produce exactly the examples the committed subword vocabulary was learned from."""
-    cfg = load_train_config(ROOT / "configs" / "train_fig2_small_stage1.yaml")
+    cfg = load_train_config(ROOT / "configs" / config)
     tasks = resolve_tasks(cfg.tasks, one_space=False)
     assert {t.name for t in tasks} >= {"add_es", "capital", "copy_op2", "last_letter_cap"} and len(tasks) == 14
-    committed = json.loads((MODEL / "tokenizer.json").read_text())["model"]
+    committed = json.loads((model / "tokenizer.json").read_text())["model"]
     rebuilt = json.loads(build_tokenizer(cfg, tasks).backend_tokenizer.to_str())["model"]
     assert cfg.tokenizer == "bpe" and rebuilt["vocab"] == committed["vocab"] and rebuilt["merges"] == committed["merges"]
+    assert max(sum(c.isdigit() for c in t) for t in committed["vocab"]) == digits
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
@@ -51,7 +54,7 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
         assert sum(r["probs"]) + r["other"] == pytest.approx(1.0, abs=1e-5) and min(r["probs"]) >= 0.0
 
 
-@pytest.mark.parametrize("config, model", [("train_fig2_small_stage4.yaml", "fig2-small"),
+@pytest.mark.parametrize("config, model", [("train_fig2_small_digits.yaml", "fig2-small"),
                                            ("train_fig2_small_stage4.yaml", "fig2-small/recipes/bpe-stage4"),
                                            ("train_fig2_small_stage3.yaml", "fig2-small/recipes/bpe-stage3"),
                                            ("train_fig2_small_stage2.yaml", "fig2-small/recipes/bpe-stage2"),

@@ -85,9 +85,9 @@ def main() -> None:
     print(f"\ndone in {time.perf_counter() - t0:.0f} s (results and figures in {OUT})")
     print("ret-small reproduces Fig. 3a in the mean over prompts, by copying one example's task per prompt;\n"
           "plus-small does not reproduce Fig. 3b (it averages the two tasks' offsets): README.md, 'Training from\n"
-          "scratch and Figure 3'. fig2-small (subword tokens) knows 11 of its 14 tasks alone and leaves little to\n"
-          "other, but puts most of each mixture on one task (letters spreads over two): it switches between tasks\n"
-          "at task-specific thresholds, not by counting examples: README.md, 'Figure 2 offline'.")
+          "scratch and Figure 3'. fig2-small knows all 14 of its tasks alone (exact top-1 >= 0.99) and leaves\n"
+          "almost nothing to other, but puts most of each mixture on one task: it switches between tasks at\n"
+          "task-specific thresholds, not by counting examples: README.md, 'Figure 2 offline'.")
 
 
 if __name__ == "__main__":
