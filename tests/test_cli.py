@@ -182,3 +182,27 @@ def test_tasks_lists_every_family(monkeypatch):
     for name in ("add_translate (K=4)", "country (K=3)", "copy_add (K=3)", "letters (K=4)", "ret (K=8)",
                  "plus (K=10)", "translate (K=3)", "numeric6 (K=6)", "add_es", "num_sq", "ret8", "plus9"):
         assert name in res.output
+
+
+def test_weights_digest_reads_small_files_whole_and_large_ones_by_samples(tmp_path, monkeypatch):
+    """Any changed byte changes a small file's digest; above the limit, only the sampled megabytes count."""
+    from tasksup.models import wrapper
+
+    mib = wrapper.SAMPLE_BYTES
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 5 * mib, dtype=np.uint8).tobytes())
+
+    def digest(changed_at=None):
+        body = bytearray(data)
+        if changed_at is not None:
+            body[changed_at] ^= 1
+        path = tmp_path / "model.safetensors"
+        path.write_bytes(bytes(body))
+        return wrapper.weights_digest(str(path))
+
+    base = digest()
+    assert digest(mib + 7) != base  # whole: a byte outside every sample still counts
+    monkeypatch.setattr(wrapper, "WHOLE_HASH_BYTES", 4 * mib)
+    sampled = digest()
+    assert sampled != base and sampled.startswith(f"{5 * mib}:")
+    assert digest(7) != sampled and digest(5 * mib // 2) != sampled and digest(5 * mib - 1) != sampled
+    assert digest(mib + 7) == sampled  # between the samples: the documented blind spot of large files
