@@ -12,8 +12,7 @@ from tasksup import load_model, resolve_tasks
 from tasksup.models.bpe_tokenizer import build_bpe_tokenizer
 from tasksup.scoring import common_prefix_len
 from tasksup.tasks import PromptBuilder, Task, get_input_space, register_task
-from tasksup.errors import TasksupError
-from tasksup.train import TrainConfig, load_train_config, train
+from tasksup.train import TrainConfig, train
 from tasksup.train.data import sampled_lines
 from tasksup.train.loop import build_tokenizer
 
@@ -79,13 +78,6 @@ def test_bpe_digits_1_writes_numbers_digit_by_digit_and_keeps_answers_starting_t
             prompt = builder.build("uniform", 3, rng)
             head, whole = tok(prompt.text)["input_ids"], tok(prompt.text + prompt.answers[0] + "\n")["input_ids"]
             assert common_prefix_len(head, whole) == len(head), (task.name, prompt.text)
-
-
-def test_bpe_digits_below_1_is_a_one_line_error(tmp_path):
-    path = tmp_path / "t.yaml"
-    path.write_text("tasks: [add_translate]\ntokenizer: bpe\nbpe_digits: 0\n")
-    with pytest.raises(TasksupError, match="bpe_digits"):
-        load_train_config(path)
 
 
 def test_a_runs_bpe_digits_reaches_its_tokenizer():

@@ -350,6 +350,7 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\ntask_weights: {plus1: 2}\n", "task_weights names ['plus1'], which are not among"),
     ("tasks: ret\ntokenizer: wordpiece\n", "tokenizer must be one of char, bpe"),
     ("tasks: ret\nexample_noise: 1\n", "example_noise must be"),
+    ("tasks: ret\ntokenizer: bpe\nbpe_digits: 0\n", "bpe_digits must be"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     path = tmp_path / "bad.yaml"
