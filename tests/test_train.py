@@ -182,6 +182,87 @@ def test_example_noise_writes_wrong_answers_of_the_same_task_that_are_not_target
         constant.encode(0, range(8))
 
 
+def test_task_noise_answers_examples_by_other_tasks_over_the_same_inputs_that_are_not_targets():
+    """task_noise 0.3 on [plus, ret]: ~30% of a sequence's examples are answered by another task over the same
+    inputs (a plus sequence borrows only plus tasks), each right for that task; the targets are exactly the
+    sequence task's answers 2..m. task_noise 0 draws the sequences of a run without the key."""
+    from tasksup.train.data import family_chars
+
+    tasks = resolve_tasks(["plus", "ret"], one_space=False)
+    tok = build_char_tokenizer(family_chars(tasks, "\n"))
+    src = SequenceSource(tasks, tok, n_examples=12, delimiter="\n", target_delimiter=True, seed=3, task_noise=0.3)
+    n_other = n_all = 0
+    for i, seq in enumerate(src.training_sequences(0, range(80))):
+        ids, tgt = src.sequence(0, i)
+        assert tok.decode(ids) == seq.text
+        lines = seq.text.split("\n")[:-1]
+        family = seq.task.rstrip("0123456789")
+        for line, name, wrong in zip(lines, seq.example_tasks, seq.noisy):
+            x, answer = line.split("->")
+            assert name.rstrip("0123456789") == family and wrong == (name != seq.task)
+            k = int(name[len(family):])
+            assert answer == (str(int(x) + k) if family == "plus" else x[k - 1])
+        targets = "".join(line.split("->")[1] + "\n" for j, (line, wrong) in enumerate(zip(lines, seq.noisy))
+                          if j >= 1 and not wrong)
+        assert tok.decode([t for t, m in zip(ids, tgt) if m]) == targets
+        n_other, n_all = n_other + sum(seq.noisy), n_all + len(lines)
+    assert abs(n_other / n_all - 0.3) < 0.05
+    clean = SequenceSource(tasks, tok, n_examples=12, delimiter="\n", target_delimiter=True, seed=3)
+    plain = SequenceSource(tasks, tok, n_examples=12, delimiter="\n", target_delimiter=True, seed=3, task_noise=0.0)
+    assert clean.encode(0, range(20)) == plain.encode(0, range(20))
+
+
+def test_example_dropout_hides_examples_exactly_as_deleting_them():
+    """example_dropout 0.5: on one-layer GPT-2 and Llama models, the logits of every token equal those of the same
+    sequence with the examples hidden from that token's example deleted (positions kept, a plain causal mask);
+    about half of the earlier examples are hidden; 0 builds no mask. (With more layers a hidden example can still
+    reach a query through an example that saw it: the mask removes direct reads only; docs/training.md.)"""
+    tok = build_char_tokenizer()
+    tasks = resolve_tasks("plus")
+    src = SequenceSource(tasks, tok, n_examples=6, delimiter="\n", target_delimiter=True, seed=3, example_dropout=0.5)
+    batch = src.batch(2, range(6))
+    assert batch.attention_mask.shape == (6, 1) + batch.input_ids.shape[1:] * 2
+    for arch in ("gpt2", "llama"):
+        model = build_model(TrainConfig(tasks="plus", preset="tiny", n_layer=1, architecture=arch), tok, 128).eval()
+        with torch.no_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            hidden = total = 0
+            for b, seq in enumerate(src.training_sequences(2, range(6))):
+                starts = [0] + [e + 1 for _, e in seq.answer_spans[:-1]]  # one character per token: offsets are ids
+                ends = [e + 1 for _, e in seq.answer_spans]
+                mask = batch.attention_mask[b, 0]
+                for j in range(1, len(starts)):
+                    seen = [i for i in range(j + 1) if i == j or bool(mask[starts[j], starts[i]])]
+                    hidden, total = hidden + j + 1 - len(seen), total + j
+                    keep = torch.cat([torch.arange(starts[i], ends[i]) for i in seen])
+                    causal = torch.ones(len(keep), len(keep), dtype=torch.bool).tril()[None, None]  # positions jump:
+                    ref = model(input_ids=batch.input_ids[b, keep][None], position_ids=keep[None],  # no packing guess
+                                attention_mask=causal).logits[0, -(ends[j] - starts[j]):]
+                    assert torch.allclose(logits[b, starts[j]:ends[j]], ref, atol=1e-5)
+        assert 0.3 < hidden / total < 0.7
+    plain = SequenceSource(tasks, tok, n_examples=6, delimiter="\n", target_delimiter=True, seed=3)
+    assert plain.batch(2, range(6)).attention_mask is None
+    assert torch.equal(plain.batch(2, range(6)).input_ids, batch.input_ids)
+
+
+def test_llama_architecture_trains_resumes_and_loads(tmp_path):
+    """architecture: llama: a LlamaForCausalLM (RoPE, RMSNorm, SwiGLU, tied embeddings) that trains, resumes to the
+    same weights as an uninterrupted run, and loads through tasksup.load_model and AutoModelForCausalLM."""
+    cfg = TrainConfig(**TINY, steps=20, architecture="llama")
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "parts", stop_after=10, progress=False)
+    parts = train(cfg, tmp_path / "parts", resume=True, progress=False)
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(parts / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    model = AutoModelForCausalLM.from_pretrained(whole)
+    assert type(model).__name__ == "LlamaForCausalLM" and model.config.tie_word_embeddings
+    assert model.config.intermediate_size == 8 * -(-model.config.hidden_size // 3)
+    summary = json.loads((whole / "train_summary.json").read_text())
+    assert summary["architecture"] == "llama" and summary["model_size"]["n_layer"] == 2
+    lm = load_model(str(whole), device="cpu")
+    assert lm.answer_probs("12->a\n45->a\n77->", ["a", "b"]).shape == (1, 2)
+
+
 def ret_task_of(text: str) -> int:
     """Which ret task wrote a sequence of "abcdefgh->c" lines (its characters are distinct): 1..8."""
     inp, out = text.split("\n")[0].split("->")
@@ -351,6 +432,10 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\ntokenizer: wordpiece\n", "tokenizer must be one of char, bpe"),
     ("tasks: ret\nexample_noise: 1\n", "example_noise must be"),
     ("tasks: ret\ntokenizer: bpe\nbpe_digits: 0\n", "bpe_digits must be"),
+    ("tasks: ret\ntask_noise: 1\n", "task_noise must be"),
+    ("tasks: ret\nexample_dropout: -0.1\n", "example_dropout must be"),
+    ("tasks: ret\narchitecture: rwkv\n", "architecture must be one of gpt2, llama"),
+    ("tasks: ret\narchitecture: llama\nposition_init: sinusoidal\n", "architecture llama (RoPE) takes neither"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, body, message):
     path = tmp_path / "bad.yaml"

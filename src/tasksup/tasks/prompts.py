@@ -96,12 +96,14 @@ class MixturePrompt:
 @dataclass
 class TrainingSequence:
     """m examples of one task; ``answer_spans`` are the answers' character ranges in ``text``; ``noisy[i]``:
-    example i's answer was replaced by a wrong one (``training_sequence``'s ``noise``)."""
+    example i's answer is not ``task``'s answer to its input (``training_sequence``'s ``noise`` or
+    ``task_noise``), and so not a loss target; ``example_tasks[i]``: the task that answered example i."""
 
     text: str
     task: str
     answer_spans: list[tuple[int, int]]
     noisy: list[bool]
+    example_tasks: list[str]
 
 
 def answers_collide(answers: Sequence[str], allow_prefixes: bool) -> bool:
@@ -179,7 +181,8 @@ class PromptBuilder:
                            f"in {MAX_QUERY_DRAWS} draws")
 
     def training_sequence(self, task: Task, m: int, rng: np.random.Generator,
-                          max_chars: int | None = None, noise: float = 0.0) -> TrainingSequence:
+                          max_chars: int | None = None, noise: float = 0.0, task_noise: float = 0.0,
+                          others: Sequence[Task] = ()) -> TrainingSequence:
         """m examples of one task, each followed by the delimiter (Eq. 1's training sequence s).
 
         With ``max_chars``, the sequence stops before the first example that would take it past that
@@ -189,22 +192,31 @@ class PromptBuilder:
         With ``noise`` > 0, each example's answer is, with that probability, the same task's answer to
         another input (a wrong label; another task's answer only by coincidence); ``noisy`` marks those examples.
         ``noise`` = 0 draws nothing more from ``rng``: the sequences are those of a run without it.
+
+        With ``task_noise`` > 0, each example is, with that probability, answered by one of ``others``
+        (other tasks over the same inputs) drawn uniformly: a right answer of another task, recorded in
+        ``example_tasks`` and marked ``noisy``. ``task_noise`` = 0 draws nothing more from ``rng``.
         """
-        parts, spans, noisy, pos = [], [], [], 0
+        parts, spans, noisy, example_tasks, pos = [], [], [], [], 0
         for i in range(m):
             x = self.space.sample(rng)
-            prefix, answer = self.space.format(x), task.answer(x)
-            wrong = noise > 0 and rng.random() < noise
-            if wrong:
-                answer = self._wrong_answer(task, answer, rng)
+            answering = task
+            if task_noise > 0 and others and rng.random() < task_noise:
+                answering = others[int(rng.integers(len(others)))]
+            prefix, answer = self.space.format(x), answering.answer(x)
+            replaced = noise > 0 and rng.random() < noise
+            if replaced:
+                answer = self._wrong_answer(answering, answer, rng)
+            wrong = replaced or answering is not task
             line = prefix + answer + self.delimiter
             if max_chars is not None and i >= 2 and pos + len(line) > max_chars:
                 break
             spans.append((pos + len(prefix), pos + len(prefix) + len(answer)))
             noisy.append(wrong)
+            example_tasks.append(answering.name)
             parts.append(line)
             pos += len(line)
-        return TrainingSequence("".join(parts), task.name, spans, noisy)
+        return TrainingSequence("".join(parts), task.name, spans, noisy, example_tasks)
 
     def _wrong_answer(self, task: Task, answer: str, rng: np.random.Generator, tries: int = 100) -> str:
         for _ in range(tries):

@@ -23,6 +23,7 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 POSITION_INITS = ("random", "sinusoidal", "lines")
 POSITION_OFFSETS = ("none", "random")
 TOKENIZERS = ("char", "bpe")
+ARCHITECTURES = ("gpt2", "llama")
 
 
 @dataclass
@@ -44,13 +45,22 @@ class TrainConfig:
     # target; another task's answer only by coincidence), so that a model learns to read a task from examples
     # that disagree (docs/training.md, "Noisy examples"). 0: every answer right, as in the paper
     example_noise: float = 0.0
+    # probability that an example is answered by another task over the same inputs (uniformly drawn): a right
+    # answer of another task, never a loss target, so the sequence's task is its majority, not its first example
+    # (docs/training.md, "The example-1 shortcut"). 0: every example of the sequence's task, as Eq. 1
+    task_noise: float = 0.0
+    # probability that an example is hidden from each later example (an attention mask; positions unchanged),
+    # so no one example is always there to read the task from. 0: full causal attention, as in the paper
+    example_dropout: float = 0.0
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
     target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)
     # a curriculum stage: start from this trained model (ours, `tasksup train` output) and its tokenizer instead
     # of a fresh init; optimizer, schedule and step count start anew. The size and init keys must then stay unset.
     init_from: str | None = None
-    # model: GPT2Config from a preset, each size key overriding it when set
+    # model: gpt2 (GPT2Config, learned absolute positions: the paper's) | llama (LlamaConfig: RoPE, RMSNorm,
+    # SwiGLU, tied embeddings; a deviation, docs/training.md). Sizes from a preset, each size key overriding it
+    architecture: str = "gpt2"
     preset: str = "small"  # paper | small | tiny
     n_layer: int | None = None
     n_head: int | None = None
@@ -126,6 +136,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasksupError("position_init: lines needs position_offset: none (a random offset moves every line's phase)")
     if cfg.position_offset not in POSITION_OFFSETS:
         raise TasksupError(f"position_offset must be one of {', '.join(POSITION_OFFSETS)}, got {cfg.position_offset!r}")
+    if cfg.architecture not in ARCHITECTURES:
+        raise TasksupError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {cfg.architecture!r}")
+    if cfg.architecture == "llama" and (cfg.position_init != "random" or cfg.position_offset != "none"):
+        raise TasksupError("position_init and position_offset set GPT-2's learned positions: architecture llama "
+                           "(RoPE) takes neither")
     if cfg.tokenizer not in TOKENIZERS:
         raise TasksupError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {cfg.tokenizer!r}")
     if cfg.mixed_precision not in MIXED_PRECISION:
@@ -137,7 +152,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise TasksupError(f"task_weights must be numbers, got {bad}")
     if cfg.init_from is not None:
         fixed = [k for k in ("n_layer", "n_head", "n_embd", "n_positions") if getattr(cfg, k) is not None]
-        fixed += ["position_init"] * (cfg.position_init != "random")
+        fixed += ["position_init"] * (cfg.position_init != "random") + ["architecture"] * (cfg.architecture != "gpt2")
         if fixed:
             raise TasksupError(f"init_from takes the model as trained: remove {', '.join(fixed)} from the config")
     return cfg

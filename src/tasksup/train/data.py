@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from tasksup.errors import TasksupError
-from tasksup.tasks import MixturePrompt, PromptBuilder, Task
+from tasksup.tasks import MixturePrompt, PromptBuilder, Task, TrainingSequence
 
-TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM = 1, 2, 3  # numpy seed sequences [seed, stream, ...] keep training and eval data apart
+TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM, DROPOUT_STREAM = 1, 2, 3, 4  # numpy seed sequences [seed, stream, ...] keep training and eval data apart
 CHAR_SAMPLES = 4096  # examples per task drawn to collect the characters a family can produce
 
 
@@ -87,6 +87,27 @@ def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, in
     return overlap.any(1).tolist()
 
 
+def example_index(offsets: Sequence[tuple[int, int]], line_ends: Sequence[int]) -> np.ndarray:
+    """The example (line) each token belongs to, from the character offset where it starts; -1 for the
+    special tokens a tokenizer adds (empty offsets)."""
+    tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    index = np.searchsorted(np.asarray(line_ends), tok[:, 0], side="right")
+    return np.where(tok[:, 0] == tok[:, 1], -1, index)
+
+
+def dropout_mask(examples: np.ndarray, width: int, p: float, rng: np.random.Generator) -> torch.Tensor:
+    """[width, width] bool, True where query token q may attend to key token k: causal, and each example
+    hidden from each later example with probability p (``TrainConfig.example_dropout``). A token always sees
+    its own example and the special tokens; positions past ``examples`` (padding) see everything before them."""
+    n = int(examples.max()) + 1 if len(examples) else 0
+    keep = rng.random((n, n)) >= p  # keep[j, i]: example j sees example i (only i < j is used)
+    ex = np.full(width, -1)
+    ex[:len(examples)] = examples
+    q, k = ex[:, None], ex[None, :]
+    visible = (k == -1) | (q == -1) | (q == k) | ((k < q) & keep[np.maximum(q, 0), np.maximum(k, 0)])
+    return torch.from_numpy(visible) & torch.ones(width, width, dtype=torch.bool).tril()
+
+
 def encode_with_targets(tokenizer, texts: Sequence[str],
                         spans: Sequence[Sequence[tuple[int, int]]]) -> list[tuple[list[int], list[bool]]]:
     """Token ids and target flags of each text (one batched tokenizer call)."""
@@ -107,6 +128,7 @@ class Batch:
     targets: torch.Tensor  # [b, T] bool: token t is a loss target (predicted from positions < t); never padding
     n_answers: int  # answers scored in the batch: Eq. 1 averages the answers' cross-entropy over these
     position_ids: torch.Tensor | None = None  # [b, T]; None = 0..T-1 (see TrainConfig.position_offset)
+    attention_mask: torch.Tensor | None = None  # [b, 1, T, T] bool; None = causal (see TrainConfig.example_dropout)
 
 
 def collate(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,7 +148,8 @@ class SequenceSource:
 
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
                  seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,
-                 max_chars: int | None = None, task_probs: Sequence[float] | None = None, noise: float = 0.0):
+                 max_chars: int | None = None, task_probs: Sequence[float] | None = None, noise: float = 0.0,
+                 task_noise: float = 0.0, example_dropout: float = 0.0):
         self.builders = [PromptBuilder([task], delimiter) for task in tasks]
         self.delimiter = delimiter
         self.tasks = list(tasks)
@@ -140,6 +163,9 @@ class SequenceSource:
         self.max_chars = max_chars  # TrainConfig.sequence_chars: up to m examples, as many as fit this many characters
         self.task_probs = task_probs  # task_probabilities(); None = uniform
         self.noise = noise  # TrainConfig.example_noise: wrong answers in context, never loss targets
+        self.task_noise = task_noise  # TrainConfig.task_noise: examples answered by another task over the same inputs
+        self.others = [[o for o in self.tasks if o is not t and o.inputs == t.inputs] for t in self.tasks]
+        self.example_dropout = example_dropout  # TrainConfig.example_dropout: examples hidden from later ones
         # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -152,7 +178,7 @@ class SequenceSource:
                    target_delimiter=cfg.target_delimiter, seed=cfg.seed, max_length=max_length,
                    random_offsets=cfg.position_offset == "random", first_answer=cfg.target_first_answer,
                    max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights),
-                   noise=cfg.example_noise)
+                   noise=cfg.example_noise, task_noise=cfg.task_noise, example_dropout=cfg.example_dropout)
 
     def target_spans(self, answer_spans: Sequence[tuple[int, int]], noisy: Sequence[bool]) -> list[tuple[int, int]]:
         """Answers 2..m (Eq. 1; 1..m with ``first_answer``) but the ``noisy`` ones, each extended over its
@@ -173,15 +199,21 @@ class SequenceSource:
         """Token ids and Eq. 1 target flags of training sequences ``indices`` of ``step``."""
         return self._encode(step, indices)[0]
 
-    def _encode(self, step: int, indices: Sequence[int]) -> tuple[list[tuple[list[int], list[bool]]], int]:
-        """The rows of ``encode`` and the number of answers they score."""
-        texts, spans = [], []
+    def training_sequences(self, step: int, indices: Sequence[int]) -> list[TrainingSequence]:
+        """Training sequences ``indices`` of ``step``, as text (each a function of seed, step and index alone)."""
+        seqs = []
         for index in indices:
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
             k = int(rng.integers(len(self.tasks)) if self.task_probs is None else rng.choice(len(self.tasks), p=self.task_probs))
-            seq = self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars, self.noise)
-            texts.append(seq.text)
-            spans.append(self.target_spans(seq.answer_spans, seq.noisy))
+            seqs.append(self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars, self.noise,
+                                                           self.task_noise, self.others[k]))
+        return seqs
+
+    def _encode(self, step: int, indices: Sequence[int]) -> tuple[list[tuple[list[int], list[bool]]], int]:
+        """The rows of ``encode`` and the number of answers they score."""
+        seqs = self.training_sequences(step, indices)
+        texts = [seq.text for seq in seqs]
+        spans = [self.target_spans(seq.answer_spans, seq.noisy) for seq in seqs]
         rows = encode_with_targets(self.tokenizer, texts, spans)
         longest = max(len(ids) for ids, _ in rows)
         if self.max_length is not None and longest > self.max_length:
@@ -198,7 +230,21 @@ class SequenceSource:
             offsets = [int(np.random.default_rng([self.seed, OFFSET_STREAM, step, i]).integers(self.max_length - width + 1))
                        for i in indices]
             positions = torch.tensor(offsets)[:, None] + torch.arange(width)[None, :]
-        return Batch(ids, tgt, n_answers, positions)
+        return Batch(ids, tgt, n_answers, positions, self.dropout_masks(step, indices, ids.shape[1]))
+
+    def dropout_masks(self, step: int, indices: Sequence[int], width: int) -> torch.Tensor | None:
+        """The [b, 1, T, T] attention masks of ``example_dropout`` (stream [seed, 4, step, i]); None without it."""
+        if not self.example_dropout:
+            return None
+        seqs = self.training_sequences(step, indices)
+        offsets = self.tokenizer([s.text for s in seqs], add_special_tokens=True,
+                                 return_offsets_mapping=True)["offset_mapping"]
+        masks = []
+        for i, seq, offs in zip(indices, seqs, offsets):
+            line_ends = [e + len(self.delimiter) for _, e in seq.answer_spans]
+            rng = np.random.default_rng([self.seed, DROPOUT_STREAM, step, i])
+            masks.append(dropout_mask(example_index(offs, line_ends), width, self.example_dropout, rng))
+        return torch.stack(masks)[:, None]
 
     def eval_prompt(self, task_index: int, index: int, m: int) -> MixturePrompt:
         """Held-out prompt ``index`` for one task: m examples of it and a query (seeds apart from training)."""

@@ -1,4 +1,4 @@
-"""`tasksup train CONFIG`: a GPT-2 trained from scratch on single-task sequences (§4, Eq. 1).
+"""`tasksup train CONFIG`: a GPT-2 (or a Llama-style decoder) trained from scratch on single-task sequences (§4, Eq. 1).
 
 The output directory always holds a loadable model (``save_pretrained`` safetensors + tokenizer),
 so ``tasksup.load_model(out)`` and ``AutoModelForCausalLM.from_pretrained(out)`` both work::
@@ -84,9 +84,26 @@ def context_length(cfg: TrainConfig, longest: int) -> int:
     return offset_room(cfg) * POSITION_ROUNDING * math.ceil(longest_sequence(cfg, longest) / POSITION_ROUNDING)
 
 
+def build_llama(cfg: TrainConfig, tokenizer, n_positions: int):
+    """A Llama-style decoder of the config's size: RoPE, RMSNorm, SwiGLU (hidden width 8/3 of n_embd, rounded up
+    to a multiple of 8, as LLaMA), tied input and output embeddings as GPT-2."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    size = cfg.model_size()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=size["n_embd"], num_hidden_layers=size["n_layer"],
+                         num_attention_heads=size["n_head"], intermediate_size=8 * math.ceil(size["n_embd"] / 3),
+                         max_position_embeddings=n_positions, initializer_range=cfg.init_std,
+                         attention_dropout=cfg.dropout, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
 def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[Task] = ()):
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    if cfg.architecture == "llama":
+        return build_llama(cfg, tokenizer, n_positions)
     size = cfg.model_size()
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_layer=size["n_layer"],
                         n_head=size["n_head"], n_embd=size["n_embd"], resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout,
@@ -110,7 +127,7 @@ def build_model(cfg: TrainConfig, tokenizer, n_positions: int, tasks: Sequence[T
 
 def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
     """The tokenizer and model of ``cfg.init_from``, checked to cover this stage's characters."""
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     from tasksup.models.loading import check_model_dir
 
@@ -120,9 +137,9 @@ def load_stage(cfg: TrainConfig, tasks: Sequence[Task]):
     check_model_dir(str(src), cfg.init_from)
     try:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(src)
-        model = GPT2LMHeadModel.from_pretrained(src)
+        model = AutoModelForCausalLM.from_pretrained(src)
     except (OSError, ValueError, RuntimeError) as e:
-        raise TasksupError(f"init_from {cfg.init_from!r} does not load as a tasksup-trained GPT-2: "
+        raise TasksupError(f"init_from {cfg.init_from!r} does not load as a tasksup-trained model: "
                            f"{str(e).strip().splitlines()[0]}") from None
     missing = sorted(set(family_chars(tasks, cfg.delimiter, cfg.seed)) - set(tokenizer.get_vocab()))
     if missing:
@@ -164,15 +181,16 @@ def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
     return out
 
 
-def answer_loss(model, input_ids, targets, n_answers: int, position_ids=None) -> torch.Tensor:
+def answer_loss(model, input_ids, targets, n_answers: int, position_ids=None, attention_mask=None) -> torch.Tensor:
     """Eq. 1: summed cross-entropy of the target tokens / the number of answers scored.
 
     An answer's cross-entropy is the sum over its tokens, so this is the mean over answers of
     -log P(answer | everything before it), as Eq. 1 writes it. Batches are right-padded and
     attention is causal, so padding never reaches a real token and no attention mask is passed
-    (with one, SDPA on CPU leaves its fast path: 3x slower per step, measured).
+    (with one, SDPA on CPU leaves its fast path: 3x slower per step, measured). ``attention_mask`` is
+    ``example_dropout``'s [b, 1, T, T] mask, the one case that needs it.
     """
-    logits = model(input_ids=input_ids, position_ids=position_ids).logits[:, :-1]
+    logits = model(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask).logits[:, :-1]
     mask = targets[:, 1:]
     return F.cross_entropy(logits[mask].float(), input_ids[:, 1:][mask], reduction="sum") / n_answers
 
@@ -212,7 +230,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, stop_after
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, finish: bool, progress: bool) -> Path:
     from accelerate import Accelerator
-    from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Writing model shards" at every checkpoint
@@ -239,7 +257,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     per_process = cfg.batch_size // accelerator.num_processes
     if resuming:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
-        model = GPT2LMHeadModel.from_pretrained(out)
+        model = AutoModelForCausalLM.from_pretrained(out)
     elif cfg.init_from:
         tokenizer, model = load_stage(cfg, tasks)
     else:
@@ -247,12 +265,12 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         model = build_model(cfg, tokenizer, context_length(cfg, longest), tasks)
     longest_tokens = max(example_lengths(tasks, cfg.delimiter, tokenizer, cfg.seed))  # one tokenization of the samples
     if cfg.init_from and not resuming:
-        check_stage_positions(cfg, model.config.n_positions, longest, longest_tokens)
-    source = SequenceSource.from_config(cfg, tasks, tokenizer, max_length=model.config.n_positions)
+        check_stage_positions(cfg, model.config.max_position_embeddings, longest, longest_tokens)
+    source = SequenceSource.from_config(cfg, tasks, tokenizer, max_length=model.config.max_position_embeddings)
     eval_need = longest_tokens * (cfg.eval_m + 1)
-    if eval_need > model.config.n_positions:
+    if eval_need > model.config.max_position_embeddings:
         raise TasksupError(f"eval prompts of {cfg.eval_m} examples may need {eval_need} tokens, more than the context of "
-                           f"{model.config.n_positions}: lower eval_examples")
+                           f"{model.config.max_position_embeddings}: lower eval_examples")
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -297,9 +315,10 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
         lo = accelerator.process_index * per_process
         batch = source.batch(step, range(lo, lo + per_process))
         positions = None if batch.position_ids is None else batch.position_ids.to(accelerator.device)
+        mask = None if batch.attention_mask is None else batch.attention_mask.to(accelerator.device)
         with accelerator.autocast():
             loss = answer_loss(model, batch.input_ids.to(accelerator.device), batch.targets.to(accelerator.device),
-                               batch.n_answers, positions)
+                               batch.n_answers, positions, mask)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -333,8 +352,10 @@ def _finish(cfg: TrainConfig, out: Path, source: SequenceSource, model, tokenize
 
     summary = {"steps": step, "scheduled_steps": cfg.steps, "train_wall_s": round(elapsed, 1),
                "n_parameters": int(sum(p.numel() for p in model.parameters())),
-               "n_positions": model.config.n_positions, "vocab_size": model.config.vocab_size,
-               "model_size": {k: getattr(model.config, k) for k in ("n_layer", "n_head", "n_embd")},
+               "n_positions": model.config.max_position_embeddings, "vocab_size": model.config.vocab_size,
+               "architecture": model.config.model_type,
+               "model_size": {k: getattr(model.config, name) for k, name in
+                              (("n_layer", "num_hidden_layers"), ("n_head", "num_attention_heads"), ("n_embd", "hidden_size"))},
                "init_from": cfg.init_from, "versions": package_versions()}
     if cfg.final_eval_prompts:
         t0 = time.perf_counter()
