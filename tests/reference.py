@@ -49,3 +49,40 @@ def separate_logprob(lm, prompt: str, answer: str, terminator: str | None = None
     """Eq. 3 literally: tok(answer + terminator) on its own, appended to tok(prompt)."""
     p = lm.encode(prompt)
     return logprob_ratio(lm.model, p + lm.encode_bare(answer + (terminator or "")), p)
+
+
+def slow_per_prompt_choice(records: list[dict], threshold: float = 0.9) -> dict | None:
+    """``tasksup.metrics.per_prompt_choice`` the obvious way, with plain loops over plain floats."""
+    import math
+
+    n = committed = first = last = tied = majority_prompts = majority_followed = 0
+    by_position: list[int] = []
+    shortest = None
+    for r in records:
+        if "example_tasks" not in r or len([c for c in r["counts"] if c > 0]) < 2:
+            continue
+        n += 1
+        probs = [math.exp(x) for x in r["logprobs"][:len(r["tasks"])]]
+        best = max(probs)
+        winners = [t for t, p in zip(r["tasks"], probs) if p == best]
+        chosen = winners[0] if len(winners) == 1 else None
+        if chosen is None:
+            tied += 1
+        elif best / sum(probs) >= threshold:
+            committed += 1
+        first += chosen is not None and r["example_tasks"][0] == chosen
+        last += chosen is not None and r["example_tasks"][-1] == chosen
+        shortest = len(r["example_tasks"]) if shortest is None else min(shortest, len(r["example_tasks"]))
+        for i, t in enumerate(r["example_tasks"]):
+            by_position += [0] * (i + 1 - len(by_position))
+            by_position[i] += chosen is not None and t == chosen
+        top = max(r["counts"])
+        if r["counts"].count(top) == 1:
+            majority_prompts += 1
+            majority_followed += chosen == r["tasks"][r["counts"].index(top)]
+    if n == 0:
+        return None
+    return {"n_prompts": n, "threshold": threshold, "committed": committed / n, "follows_example_1": first / n,
+            "follows_last_example": last / n, "follows_example_by_position": [c / n for c in by_position[:shortest]],
+            "n_majority_prompts": majority_prompts,
+            "follows_majority": majority_followed / majority_prompts if majority_prompts else None, "n_tied": tied}

@@ -128,6 +128,8 @@ CASES = {
     "theory: --n below 3": (["theory", "verify", "--n", "2"], "--n must be >= 3"),
     "theory: K out of range in file": (["theory", "verify", "--config", "{theory_bad.yaml}"],
                                        "theory_bad.yaml: k_values must be numbers >= 1, got [2, 0]"),
+    "summarize: no results folder": (["summarize", "{a_dir}"], "holds no results folder (config.json and results.jsonl)"),
+    "summarize: not a folder": (["summarize", "{root}/nope"], "nope is not a folder"),
     "vectors: negative --n-prompts": (["vectors", "layers", "--model", RET, "--task", "ret1", "--n-prompts", "-1"],
                                       "n_prompts must be >= 1, got -1"),
     # usage errors are one line too

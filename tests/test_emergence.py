@@ -125,7 +125,8 @@ def test_csv_rows_and_figure(family):
                           .read_text().splitlines()]
         choice = metrics.per_prompt_choice([x for x in member_records if x["lambda"] == entry["lambda"]])
         assert float(r["committed"]) == pytest.approx(choice["committed"])
-        assert float(r["follows_example_1"]) == pytest.approx(choice["follows_example"][0])
+        for key in ("follows_example_1", "follows_last_example", "follows_majority"):
+            assert (r[key] == "") if choice[key] is None else float(r[key]) == pytest.approx(choice[key])
         if n // 2 == 3:  # the model of no run: no training position
             assert r["run"] == r["step"] == r["tokens"] == ""
             continue
@@ -137,10 +138,18 @@ def test_csv_rows_and_figure(family):
 
 
 def test_fixed_length_family_tokens_are_exact(tmp_path):
-    """ret lines are all 12 characters: m = 5 examples are 60 tokens, whatever is drawn."""
+    """ret lines are all 12 characters: m = 5 examples are 60 tokens, whatever is drawn; the run reads characters."""
     (tmp_path / "train_config.yaml").write_text(yaml.safe_dump({"tasks": "ret", "n_examples": 5, "batch_size": 8}))
     build_char_tokenizer().save_pretrained(tmp_path)
-    assert emergence.run_data(tmp_path) == (8, 60.0)
+    assert emergence.run_data(tmp_path) == (8, 60.0, "characters")
+
+
+@pytest.mark.parametrize("keys, label", [({}, "characters"), ({"tokenizer": "bpe"}, "BPE, numbers whole (<= 3 digits)"),
+                                         ({"tokenizer": "bpe", "bpe_digits": 1}, "BPE, digit by digit")])
+def test_tokenization_is_the_phase_diagrams_third_axis(keys, label):
+    from tasksup.train import TrainConfig
+
+    assert emergence.tokenization_of(TrainConfig(tasks="plus", **keys)) == label
 
 
 def test_interrupted_run_resumes(family):

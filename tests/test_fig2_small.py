@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from reference import slow_per_prompt_choice
 
 from tasksup.runner import run_config
 from tasksup.tasks import resolve_tasks
@@ -52,6 +54,18 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
     for r in records:
         assert len(r["probs"]) == len(resolve_tasks(setting))
         assert sum(r["probs"]) + r["other"] == pytest.approx(1.0, abs=1e-5) and min(r["probs"]) >= 0.0
+    # the per-prompt view of the K tasks: in summary.json, and as rows of summary.csv (a share each)
+    summary = json.loads((run.path / "summary.json").read_text())
+    slow = slow_per_prompt_choice(records)
+    assert summary["per_prompt"].keys() == slow.keys()
+    for key, value in slow.items():
+        assert summary["per_prompt"][key] == (value if value is None else pytest.approx(value)), key
+    assert summary["per_prompt"]["follows_majority"] is None  # a uniform mixture has no majority task
+    shares = {r["quantity"]: r["share"] for r in csv.DictReader((run.path / "summary.csv").open()) if r["share"]}
+    assert shares.keys() == {"committed", "follows_example_1", "follows_last_example"}
+    for key, share in shares.items():
+        assert float(share) == pytest.approx(summary["per_prompt"][key])
+    assert (run.path / "fig2.png").is_file()
 
 
 @pytest.mark.parametrize("config, model", [("train_fig2_small_digits.yaml", "fig2-small"),
@@ -69,8 +83,13 @@ def test_configs_resolve_to_the_committed_models_config(config, model):
     config their logs came from); each stage's starting model is committed."""
     from dataclasses import asdict
 
-    ours = asdict(load_train_config(ROOT / "configs" / config))
-    assert ours == asdict(load_train_config(ROOT / "checkpoints" / model / "train_config.yaml"))
+    from tasksup.train.loop import RESUMABLE_KEYS
+
+    def computed(path):  # the keys that may change on --resume (threads, logging) do not change what a run computes
+        return {k: v for k, v in asdict(load_train_config(path)).items() if k not in RESUMABLE_KEYS}
+
+    ours = computed(ROOT / "configs" / config)
+    assert ours == computed(ROOT / "checkpoints" / model / "train_config.yaml")
     if ours["init_from"]:
         assert (ROOT / ours["init_from"] / "model.safetensors").is_file()
 

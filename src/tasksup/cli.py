@@ -54,6 +54,29 @@ def run(
 
 
 @app.command()
+def summarize(
+    paths: List[Path] = typer.Argument(..., help="Results folders (each with config.json and results.jsonl), or "
+                                                 "folders above them: every results folder below is done."),
+):
+    """Rewrite the summary and figures of finished runs from their results.jsonl: no model, nothing scored."""
+    from tasksup.errors import TasksupError
+    from tasksup.runner import result_folders, resummarize
+
+    folders = result_folders(paths)
+    skipped = []
+    for folder in folders:
+        try:
+            figures = resummarize(folder)
+        except TasksupError as e:
+            skipped.append(folder)
+            typer.echo(f"skipped: {e}")
+            continue
+        typer.echo(f"summarized {folder}" + (f" (figure: {figures[0]})" if figures else ""))
+    if len(skipped) == len(folders):
+        raise TasksupError(f"nothing summarized ({len(skipped)} folder(s) skipped)")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="A training config (configs/train_*.yaml; keys in docs/training.md)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<config name>)."),

@@ -3,7 +3,9 @@ settings on fig2-small, offline.
 
 Runs ``configs/fig3_ret.yaml`` and ``configs/fig3_plus.yaml`` as they are (the paper's 100 prompts per
 lambda: about 10 s per model on one CPU core) and ``configs/fig2_*_small.yaml`` with fewer prompts
-(``FIG2_PROMPTS``), prints a table per run and writes the figures and results to ``results/demo/``.
+(``FIG2_PROMPTS``), prints a table per run and a verdict line (does the model superpose inside a
+prompt, or on average only? :func:`fig3_verdict`, :func:`fig2_verdict`) and writes the figures and
+results to ``results/demo/``.
 The same runs by hand: ``tasksup run configs/fig3_ret.yaml``, ``tasksup run configs/fig2_country_small.yaml``.
 """
 
@@ -26,6 +28,14 @@ FIG2 = [("Fig. 2a", "configs/fig2_add_translate_small.yaml"), ("Fig. 2b", "confi
 FIG2_PROMPTS = 40  # of the configs' 100: the demo's time budget
 
 
+# Inside a prompt or on average only: the numbers each figure's verdict line is decided by.
+MEDIAN_BOTH = 0.2  # Fig. 3: at lambda = 0.5 both medians of P(A) and P(B) at least this: superposed inside a prompt
+MEAN_RANGE = (0.3, 0.7)  # Fig. 3, on average (the acceptance in README.md): both means at lambda = 0.5 in this range,
+MIN_MEAN_SUM = 0.9  # mean P(A) + P(B) at least this at every lambda,
+MIN_PEARSON = 0.97  # and Pearson r(mean P(A), lambda) at least this
+FIG2_MEDIAN = 0.1  # Fig. 2 (the paper's criterion): >= 2 tasks with a median probability above this
+
+
 def table(summary: dict) -> str:
     a, b = summary["tasks"]
     lines = [f"{'lambda':>6}  {'P(' + a + ')':>9}  {'P(' + b + ')':>9}  {'other':>7}"]
@@ -33,14 +43,55 @@ def table(summary: dict) -> str:
         lines.append(f"{e['lambda']:>6.1f}  {e[a]['mean']:>9.3f}  {e[b]['mean']:>9.3f}  {e['other']['mean']:>7.3f}")
     lines.append(f"Pearson r(mean P({a}), lambda) = {summary['pearson_mean_a_vs_lambda']:.3f}; "
                  f"min over lambda of mean P({a}) + P({b}) = {summary['min_mean_sum']:.3f}")
-    choice = summary.get("per_prompt")
-    if choice:
-        top = max(range(len(choice["follows_example"])), key=choice["follows_example"].__getitem__)
-        majority = "n/a" if choice["follows_majority"] is None else f"{choice['follows_majority']:.0%}"
-        lines.append(f"per prompt ({choice['n_prompts']} mixed prompts): {choice['committed']:.0%} put >= "
-                     f"{choice['threshold']:.0%} of P({a}) + P({b}) on one task; the more probable task is example "
-                     f"{top + 1}'s in {choice['follows_example'][top]:.0%}, the majority's in {majority}")
     return "\n".join(lines)
+
+
+def _shares(choice: dict | None) -> str:
+    if not choice:
+        return "no prompt holds examples of two tasks"
+    return (f"{choice['committed']:.0%} of {choice['n_prompts']} prompts committed (>= {choice['threshold']:.0%} of the "
+            f"tasks' probability on one task), {choice['follows_example_1']:.0%} follow example 1's task")
+
+
+def fig3_verdict(summary: dict) -> str:
+    """One line: does the model superpose A and B inside a prompt, on average only, or not at all?
+
+    Inside a prompt: at lambda = 0.5 (the nearest lambda run) both medians of P(A) and P(B) are
+    >= ``MEDIAN_BOTH``. Else on average only, if the mean criteria hold (``MEAN_RANGE``,
+    ``MIN_MEAN_SUM``, ``MIN_PEARSON``); else neither.
+    """
+    a, b = summary["tasks"]
+    e = min(summary["per_lambda"], key=lambda x: abs(x["lambda"] - 0.5))
+    med_a, med_b = e[a]["median"], e[b]["median"]
+    mean_a, mean_b = e[a]["mean"], e[b]["mean"]
+    pearson = summary["pearson_mean_a_vs_lambda"]
+    inside = min(med_a, med_b) >= MEDIAN_BOTH
+    in_range = all(MEAN_RANGE[0] <= m <= MEAN_RANGE[1] for m in (mean_a, mean_b))
+    calibrated = pearson is not None and pearson >= MIN_PEARSON
+    means_hold = in_range and summary["min_mean_sum"] >= MIN_MEAN_SUM and calibrated
+    verdict = ("superposes INSIDE a prompt" if inside else "superposes ON AVERAGE ONLY" if means_hold
+               else "does NOT superpose, not even on average")
+    return (f"verdict: {verdict}. At lambda = {e['lambda']:g}: median P({a}) = {med_a:.2f}, median P({b}) = {med_b:.2f} "
+            f"(both >= {MEDIAN_BOTH}: {_yes(inside)}); means {mean_a:.2f}, {mean_b:.2f} (in [{MEAN_RANGE[0]}, "
+            f"{MEAN_RANGE[1]}]: {_yes(in_range)}); {_shares(e.get('per_prompt'))}. Min over lambda of mean P({a}) + "
+            f"P({b}) {summary['min_mean_sum']:.2f} (>= {MIN_MEAN_SUM}: {_yes(summary['min_mean_sum'] >= MIN_MEAN_SUM)}), "
+            f"Pearson " + ("n/a" if pearson is None else f"{pearson:.3f}") + f" (>= {MIN_PEARSON}: {_yes(calibrated)})")
+
+
+def fig2_verdict(summary: dict) -> str:
+    """One line: inside a prompt when >= 2 tasks have a median probability > ``FIG2_MEDIAN`` (the paper's
+    criterion); else on average only when >= 2 tasks have a mean above it; else one task only."""
+    tasks = summary["tasks"]
+    by_median = [t for t in tasks if summary["per_task"][t]["median"] > FIG2_MEDIAN]
+    by_mean = [t for t in tasks if summary["per_task"][t]["mean"] > FIG2_MEDIAN]
+    verdict = ("superposes INSIDE a prompt" if len(by_median) >= 2 else "superposes ON AVERAGE ONLY"
+               if len(by_mean) >= 2 else "puts its mass on ONE task, even on average")
+    return (f"verdict: {verdict}. Tasks with median P > {FIG2_MEDIAN}: {len(by_median)} of {len(tasks)} (needs 2), "
+            f"with mean P > {FIG2_MEDIAN}: {len(by_mean)}; {_shares(summary.get('per_prompt'))}")
+
+
+def _yes(condition: bool) -> str:
+    return "yes" if condition else "no"
 
 
 def box_table(summary: dict) -> str:
@@ -74,6 +125,7 @@ def main() -> None:
         n_prompts = summary["per_lambda"][0]["n_prompts"]
         print(f"\n{label}  {model}: mean over {n_prompts} prompts per lambda, m = {summary['n_examples']} examples")
         print(table(summary))
+        print(fig3_verdict(summary))
         print(f"figure: {run_dir.path / 'fig3.png'}")
     for label, config in FIG2:
         run_dir = run(config, FIG2_MODEL, OUT / Path(config).stem, [f"n_prompts={FIG2_PROMPTS}"])
@@ -81,13 +133,15 @@ def main() -> None:
         m = json.loads((run_dir.path / "config.json").read_text()).get("n_examples")
         print(f"\n{label}  {FIG2_MODEL}: P(answer) over {summary['n_prompts']} uniform-mixture prompts, m = {m} examples")
         print(box_table(summary))
+        print(fig2_verdict(summary))
         print(f"figure: {run_dir.path / 'fig2.png'}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s (results and figures in {OUT})")
     print("ret-small reproduces Fig. 3a in the mean over prompts, by copying one example's task per prompt;\n"
           "plus-small does not reproduce Fig. 3b (it averages the two tasks' offsets): README.md, 'Training from\n"
           "scratch and Figure 3'. fig2-small knows all 14 of its tasks alone (exact top-1 >= 0.99) and leaves\n"
-          "almost nothing to other, but puts most of each mixture on one task: it switches between tasks at\n"
-          "task-specific thresholds, not by counting examples: README.md, 'Figure 2 offline'.")
+          "almost nothing to other, but on most prompts puts most of a mixture on one task (the committed shares\n"
+          "above): it switches between tasks at task-specific thresholds, not by counting examples: README.md,\n"
+          "'Figure 2 offline'. The verdict lines' criteria: docs/summaries.md.")
 
 
 if __name__ == "__main__":

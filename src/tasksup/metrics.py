@@ -10,9 +10,9 @@
 - :func:`family_masses`: for a prompt mixing two tasks A and B of one ordered family (ret1..ret8,
   plus0..plus9), the *superposition* mass P(A) + P(B) against the *averaging* mass on the answers of
   the tasks between them (plus3..plus5 for plus2/plus6), and the mass on the family's other answers.
-- :func:`per_prompt_choice`: whether a model splits its probability between two tasks *within* a prompt
-  or commits to one per prompt (calibrated only in the mean over prompts), and which example's task
-  its choice follows.
+- :func:`per_prompt_choice`: whether a model splits its probability between the K tasks *within* a
+  prompt or commits to one per prompt (calibrated only in the mean over prompts), and which example's
+  task its choice follows (the first, the last, the majority's).
 
 Both KLs are computed from log-probabilities, so a task answer with probability 1e-300 does not
 need clipping.
@@ -86,27 +86,77 @@ def family_masses(answers: Sequence[str], probs: Sequence[float], a: int, b: int
 
 
 def per_prompt_choice(records: Sequence[dict], threshold: float = 0.9) -> dict | None:
-    """Over two-task prompts holding examples of both tasks: ``committed``, the share of prompts whose
-    more probable task has at least ``threshold`` of P(A) + P(B); ``follows_example[i]``, the share whose
-    more probable task is the task of example i (prompt order); ``follows_majority``, among prompts with
-    unequal counts, the share whose more probable task has more examples. A model that weighs the
-    examples within each prompt has ``committed`` near 0 at lambda = 0.5; one that copies the task of
-    one example has that example's ``follows_example`` at 1. Records need ``example_tasks``; None if
-    none qualifies."""
-    mixed = [r for r in records if "example_tasks" in r and min(r["counts"]) > 0]
+    """Which task a model picks *within* each prompt, over prompts mixing examples of K >= 2 tasks.
+
+    Mean probabilities cannot tell a model that superposes inside each prompt from one that commits to
+    a single task per prompt and is calibrated only across prompts: both give P(A) = lambda on average.
+    These shares can. A model that weighs the examples within each prompt spreads its probability,
+    so ``committed`` is near 0 (where no task holds ``threshold`` of the examples: at lambda = 0.5, in a
+    uniform mixture) and its choice follows the majority; one that copies the task of one example (say
+    the first) has ``committed`` near 1 and follows that example at 1, whatever the other examples are.
+
+    Counted: records holding examples of at least two of their tasks (``counts``), with
+    ``example_tasks`` (the task of each example, in prompt order). Per prompt, the *chosen task* is
+    the task whose answer is most probable (argmax over the K tasks' ``logprobs``, else ``probs``);
+    a prompt whose two most probable tasks tie exactly has none. Returns None if no record counts, else:
+
+    - ``n_prompts``: the prompts counted; ``threshold``;
+    - ``committed``: share whose chosen task holds >= ``threshold`` of the sum of the K tasks'
+      probabilities (a prompt with no chosen task is not committed);
+    - ``follows_example_1``, ``follows_last_example``: share whose chosen task is the task of the
+      first / last example (a prompt with no chosen task follows none);
+    - ``follows_example_by_position``: the same for examples 1, 2, ... (up to the shortest prompt);
+    - ``n_majority_prompts``: the prompts with a unique majority task (one task has more examples
+      than any other); ``follows_majority``: among them, the share whose chosen task is that task
+      (None if there is none, as in a uniform mixture);
+    - ``n_tied``: prompts with no chosen task.
+
+    Two tasks (Fig. 3) are the case K = 2: the prompts of lambda strictly between 0 and 1.
+    """
+    mixed = [r for r in records if "example_tasks" in r and sum(c > 0 for c in r["counts"]) >= 2]
     if not mixed:
         return None
-    p = np.array([r["probs"][:2] for r in mixed])
-    chosen = [r["tasks"][int(k)] for r, k in zip(mixed, p.argmax(1))]
-    total = np.maximum(p.sum(1), 1e-300)
+    committed, chosen = [], []
+    for r in mixed:
+        k = len(r["tasks"])
+        lp = np.asarray(r["logprobs"][:k] if "logprobs" in r else np.log(np.asarray(r["probs"][:k], dtype=float)),
+                        dtype=float)
+        top = np.sort(lp)[::-1]
+        unique = bool(np.isfinite(top[0]) and top[0] > top[1])
+        chosen.append(r["tasks"][int(np.argmax(lp))] if unique else None)
+        committed.append(unique and float(np.exp(top[0] - logsumexp(lp))) >= threshold)
     m = min(len(r["example_tasks"]) for r in mixed)
-    unequal = [(r, c) for r, c in zip(mixed, chosen) if r["counts"][0] != r["counts"][1]]
-    return {"n_prompts": len(mixed), "threshold": threshold,
-            "committed": float(np.mean(p.max(1) / total >= threshold)),
-            "follows_example": [float(np.mean([r["example_tasks"][i] == c for r, c in zip(mixed, chosen)]))
-                                for i in range(m)],
-            "follows_majority": float(np.mean([c == r["tasks"][int(np.argmax(r["counts"]))] for r, c in unequal]))
-            if unequal else None}
+    majority = []
+    for r, c in zip(mixed, chosen):
+        counts = np.asarray(r["counts"])
+        if (counts == counts.max()).sum() == 1:
+            majority.append(c is not None and c == r["tasks"][int(counts.argmax())])
+
+    def follows(position: int) -> float:
+        return float(np.mean([c is not None and r["example_tasks"][position] == c for r, c in zip(mixed, chosen)]))
+
+    return {"n_prompts": len(mixed), "threshold": threshold, "committed": float(np.mean(committed)),
+            "follows_example_1": follows(0), "follows_last_example": follows(-1),
+            "follows_example_by_position": [follows(i) for i in range(m)],
+            "n_majority_prompts": len(majority), "follows_majority": float(np.mean(majority)) if majority else None,
+            "n_tied": sum(c is None for c in chosen)}
+
+
+CHOICE_COLUMNS = ("committed", "follows_example_1", "follows_last_example", "follows_majority")
+
+
+def choice_columns(choice: dict | None) -> dict:
+    """The per-prompt shares of :func:`per_prompt_choice` as flat CSV columns (None where not defined).
+
+    Also reads the format summaries had before K tasks (``follows_example``: a list by position, and
+    every prompt of one run has the same number of examples, so its last entry is the last example).
+    """
+    if not choice:
+        return dict.fromkeys(CHOICE_COLUMNS)
+    if "follows_example_1" not in choice and "follows_example" in choice:
+        by_position = choice["follows_example"]
+        choice = {**choice, "follows_example_1": by_position[0], "follows_last_example": by_position[-1]}
+    return {key: choice.get(key) for key in CHOICE_COLUMNS}
 
 
 def quartiles(values: Sequence[float]) -> dict:

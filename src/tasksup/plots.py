@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -43,30 +44,79 @@ def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mix
     return save(fig, stem)
 
 
-def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
+def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, stem: Path,
+                  records: Sequence[dict] | None = None) -> list[Path]:
     """Fig. 3: P(task A answer), P(task B answer) and ``other`` against lambda (the share of task A).
 
-    Solid lines are medians over prompts, bands the interquartile range, dashed lines the means (a model
-    that commits to one task per prompt has medians at 0 or 1 and is calibrated only in the mean); the
-    dotted diagonals are ideal calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries with
-    ``lambda`` and, per quantity, a :func:`tasksup.metrics.quartiles` dict.
+    Left: solid lines are medians over prompts, bands the interquartile range, dashed lines the means (a
+    model that commits to one task per prompt has medians at 0 or 1 and is calibrated only in the mean);
+    the dotted diagonals are ideal calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries
+    with ``lambda`` and, per quantity, a :func:`tasksup.metrics.quartiles` dict.
+
+    With ``records`` (each with ``lambda`` and ``probs``), a second panel shows the distribution over
+    prompts of P(A) and P(B) at each lambda as paired box plots (as Fig. 2's): a model that superposes
+    inside each prompt has both boxes near the diagonals; one that picks a task per prompt has boxes
+    stretched from 0 to 1.
     """
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    a, b = tasks[0], tasks[1]
+    colors = {a: "tab:blue", b: "tab:orange", "other": "tab:gray"}
+    xlabel = f"share of {a}'s examples (lambda)"
     lam = np.array([e["lambda"] for e in per_lambda])
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
-    for key, color in zip([tasks[0], tasks[1], "other"], ["tab:blue", "tab:orange", "tab:gray"]):
-        med = [e[key]["median"] for e in per_lambda]
-        ax.plot(lam, med, marker="o", ms=3, color=color, label=f"{key} (median)")
-        ax.plot(lam, [e[key]["mean"] for e in per_lambda], ls="--", lw=1.2, color=color, label=f"{key} (mean)")
+    boxes = records is not None and len(records) > 0
+    fig, axes = plt.subplots(1, 2 if boxes else 1, figsize=(10.0 if boxes else 5.0, 4.4), squeeze=False,
+                             layout="constrained")
+    ax = axes[0, 0]
+    columns = []  # the legend: one column per task (median, mean, ideal), then "other", then the boxes
+    for key in (a, b, "other"):
+        color = colors[key]
+        med, = ax.plot(lam, [e[key]["median"] for e in per_lambda], marker="o", ms=3, color=color)
+        mean, = ax.plot(lam, [e[key]["mean"] for e in per_lambda], ls="--", lw=1.2, color=color)
         ax.fill_between(lam, [e[key]["q1"] for e in per_lambda], [e[key]["q3"] for e in per_lambda], color=color,
                         alpha=0.2, lw=0)
-    ax.plot([0, 1], [0, 1], ls=":", color="tab:blue", lw=1)
-    ax.plot([0, 1], [1, 0], ls=":", color="tab:orange", lw=1)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel(f"lambda (share of {tasks[0]} examples)")
-    ax.set_ylabel("probability")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="center left")
+        name = "other" if key == "other" else f"P({key})"
+        columns.append([((Patch(color=color, alpha=0.2, lw=0), med), f"{name}: median (band: quartiles)"),
+                        (mean, f"{name}: mean")])
+    columns[0].append((Line2D([], [], ls=":", color=colors[a]), f"ideal P({a}) = lambda"))
+    columns[1].append((Line2D([], [], ls=":", color=colors[b]), f"ideal P({b}) = 1 - lambda"))
+    columns[2].append((Line2D([], [], color="none"), ""))  # an empty slot: the columns stay aligned
+    for ax_ in axes[0]:
+        ax_.plot([0, 1], [0, 1], ls=":", color=colors[a], lw=1)
+        ax_.plot([0, 1], [1, 0], ls=":", color=colors[b], lw=1)
+        ax_.set_xlim(-0.04, 1.04)
+        ax_.set_ylim(-0.03, 1.03)
+        ax_.set_xlabel(xlabel)
+    ax.set_ylabel("P(answer) over prompts")
+    ax.set_title("median and mean over prompts", fontsize=9)
+    if boxes:
+        ax = axes[0, 1]
+        step = float(np.min(np.diff(np.unique(lam)))) if len(np.unique(lam)) > 1 else 0.1
+        width, offset = 0.38 * step, 0.21 * step
+        column = []
+        for k, (key, shift) in enumerate(((a, -offset), (b, offset))):
+            color = colors[key]
+            data = [[r["probs"][k] for r in records if r["lambda"] == x] for x in lam]
+            ax.boxplot(data, positions=lam + shift, widths=width, patch_artist=True, manage_ticks=False,
+                       boxprops={"facecolor": matplotlib.colors.to_rgba(color, 0.35), "edgecolor": color},
+                       medianprops={"color": "black", "lw": 1.2}, whiskerprops={"color": color},
+                       capprops={"color": color},
+                       flierprops={"marker": "o", "markersize": 2, "markerfacecolor": color, "markeredgecolor": color,
+                                   "alpha": 0.5})
+            column.append((Patch(facecolor=matplotlib.colors.to_rgba(color, 0.35), edgecolor=color),
+                           f"P({key}) per prompt"))
+        column.append((Line2D([], [], ls="", marker="o", ms=3, color="0.4", alpha=0.6), "prompts beyond the whiskers"))
+        columns.append(column)
+        ax.set_xticks(lam, [f"{x:g}" for x in lam], fontsize=7)
+        ax.set_ylabel("P(answer) per prompt")
+        ax.set_title("per prompt (box: quartiles, black: median, whiskers: 1.5 IQR)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    entries = [entry for column in columns for entry in column]  # the legend fills column by column
+    fig.legend([h for h, _ in entries], [label for _, label in entries],
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, fontsize=7, loc="outside lower center",
+               ncol=len(columns), frameon=False)
     return save(fig, stem)
 
 
@@ -217,18 +267,25 @@ def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], t
     answers) against training tokens, log scale; one line per training run, smallest model first.
 
     ``models``: entries of the emergence experiment's family summary (``run``, ``tokens``,
-    ``n_layer``, ``n_embd``, ``n_parameters``, ``per_lambda``). Error bars: the bootstrap intervals.
+    ``n_layer``, ``n_embd``, ``n_parameters``, ``tokenization``, ``per_lambda``). Error bars: the bootstrap
+    intervals. Runs of one tokenization share a marker (the third axis: o characters, s whole numbers...).
     A model whose training tokens are unknown (not one of our runs) is a horizontal dash-dot line.
     """
     runs: dict = {}
     for m in models:
         runs.setdefault(m["run"] or m["model"], []).append(m)
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4 + 0.17 * math.ceil((len(runs) + 3) / 2)), sharey=True,
+                             layout="constrained")
     panels = ((axes[0], "superposition_mass", "-"), (axes[1], "averaging_mass", "-"), (axes[1], "outside_mass", ":"))
-    for n, (run, members) in enumerate(sorted(runs.items(), key=lambda kv: kv[1][0]["n_parameters"])):
+    tokenizations = sorted({m.get("tokenization") or "" for m in models})
+    markers = dict(zip(tokenizations, "osD^v<>"))
+    order = sorted(runs.items(), key=lambda kv: (kv[1][0].get("tokenization") or "", kv[1][0]["n_parameters"], kv[0]))
+    for n, (run, members) in enumerate(order):
         color = plt.get_cmap("tab10")(n % 10)
         m0 = members[0]
+        marker = markers[m0.get("tokenization") or ""]
         label = f"{Path(run).name}: {m0['n_layer']}x{m0['n_embd']}, {m0['n_parameters'] / 1e6:.3g}M"
+        label += f", {m0['tokenization']}" if m0.get("tokenization") else ""
         members = sorted(members, key=lambda m: m["tokens"] or 0)
         for ax, q, ls in panels:
             stats = [next(e[q] for e in m["per_lambda"] if e["lambda"] == lam) for m in members]
@@ -237,9 +294,11 @@ def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], t
                 ax.axhline(mean[0], color=color, ls="-." if ls == "-" else ":", lw=1, label=label + " (tokens unknown)")
                 continue
             err = np.abs([mean - [s["ci_low"] for s in stats], [s["ci_high"] for s in stats] - mean])
-            ax.errorbar([m["tokens"] for m in members], mean, yerr=err, color=color, ls=ls, marker="o", ms=3,
+            ax.errorbar([m["tokens"] for m in members], mean, yerr=err, color=color, ls=ls, marker=marker, ms=3,
                         capsize=2, label=label if ls == "-" else None)
-    axes[0].axhline(1.0, ls="--", color="gray", lw=1)
+    axes[0].axhline(1.0, ls="--", color="gray", lw=1, label=f"ideal superposition: P({tasks[0]}) + P({tasks[1]}) = 1")
+    axes[1].plot([], [], color="gray", ls="-", label="right: mass on the tasks between them (averaging)")
+    axes[1].plot([], [], color="gray", ls=":", label="right, dotted: mass on the family's other tasks")
     axes[0].set_title(f"superposition: P({tasks[0]}) + P({tasks[1]})", fontsize=9)
     axes[1].set_title("averaging: tasks between them (dotted: the other tasks)", fontsize=9)
     axes[0].set_ylabel("probability (mean, 95% CI)")
@@ -247,6 +306,7 @@ def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], t
         ax.set_xscale("log")
         ax.set_xlabel("training tokens seen")
         ax.set_ylim(-0.02, 1.02)
-    axes[0].legend(fontsize=7)
+    handles, labels = [sum(x, []) for x in zip(*(ax.get_legend_handles_labels() for ax in axes))]
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
     return save(fig, stem)

@@ -61,6 +61,16 @@ def config_changes(old: dict, new: dict, resumable: set = RESUMABLE_KEYS) -> lis
     return sorted(k for k in set(old) | set(new) if k not in resumable and old.get(k) != new.get(k))
 
 
+def write_summary_files(path: Path, summary: dict, rows: list[dict]) -> None:
+    """summary.json, and summary.csv with one column per key any row has (empty where a row lacks it or holds None)."""
+    (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if rows:
+        with (path / "summary.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
 class RunDir:
     def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None):
         self.path = Path(path)
@@ -121,12 +131,7 @@ class RunDir:
         meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
     def write_summary(self, summary: dict, rows: list[dict]) -> None:
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        if rows:
-            with (self.path / "summary.csv").open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-                writer.writeheader()
-                writer.writerows(rows)
+        write_summary_files(self.path, summary, rows)
         meta_file = self.path / "run.json"
         meta = json.loads(meta_file.read_text())
         meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")

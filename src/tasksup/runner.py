@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from pathlib import Path
 
 from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
 from tasksup.errors import TasksupError
 from tasksup.experiments import get_experiment
 from tasksup.logs import logged_to
-from tasksup.results import RESUMABLE_KEYS, RunDir, config_changes
+from tasksup.results import RESUMABLE_KEYS, RunDir, config_changes, git_commit, write_summary_files
 from tasksup.tasks import load_task_file
 
 
@@ -142,3 +143,57 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
     top.write_summary(summary, rows)
     experiment.plot_models(summary, family, out)
     return top
+
+
+def result_folders(paths: list[str | Path]) -> list[Path]:
+    """The run folders in ``paths``: a path holding ``config.json`` and ``results.jsonl`` itself, else every
+    folder below it that does (sorted)."""
+    found = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise TasksupError(f"{p} is not a folder")
+        here = [p] if (p / "config.json").is_file() and (p / "results.jsonl").is_file() else \
+            sorted(f.parent for f in p.rglob("results.jsonl") if (f.parent / "config.json").is_file())
+        if not here:
+            raise TasksupError(f"{p} holds no results folder (config.json and results.jsonl)")
+        found += [f for f in here if f not in found]
+    return found
+
+
+def resummarize(path: str | Path) -> list[Path]:
+    """Summarise and plot a results folder again from its ``config.json`` and ``results.jsonl``: no model is
+    loaded and nothing is scored, so a summary or figure that changed with the code can be remade for
+    results whose model has changed or is gone. Rewrites summary.json / summary.csv and the figures (a
+    remote run's ``remote_usage`` is kept) and records when, and by which commit, in run.json's
+    ``resummarized``. Returns the figure paths. Family experiments (``MULTI_MODEL``) are refused: their
+    summary spans folders; re-run ``tasksup run``, which reuses complete members.
+    """
+    path = Path(path)
+    cfg_file = path / "config.json"
+    raw = json.loads(cfg_file.read_text())
+    experiment = get_experiment(raw.get("experiment", "mixture"))
+    if getattr(experiment, "MULTI_MODEL", False):
+        raise TasksupError(f"{path}: experiment {raw['experiment']!r} summarises a family of models; re-run "
+                           "`tasksup run` on the family's config instead")
+    known = {f.name for f in dataclasses.fields(experiment.Config)}
+    cfg = build_config(experiment.Config, {k: v for k, v in raw.items() if k in known}, source=str(cfg_file))
+    for f in cfg.task_files:
+        load_task_file(f)
+    try:
+        records = RunDir.read_records(path / "results.jsonl")
+    except json.JSONDecodeError:
+        raise TasksupError(f"{path}/results.jsonl has a line cut short (an interrupted run): resume it with "
+                           "`tasksup run` first") from None
+    if not records:
+        raise TasksupError(f"{path}/results.jsonl holds no records")
+    summary, rows = experiment.summarize(records, cfg)
+    old = path / "summary.json"
+    if old.is_file() and "remote_usage" in (previous := json.loads(old.read_text())):
+        summary["remote_usage"] = previous["remote_usage"]
+    write_summary_files(path, summary, rows)
+    meta_file = path / "run.json"
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        meta["resummarized"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": git_commit()}
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return list(experiment.plot(records, summary, cfg, path))

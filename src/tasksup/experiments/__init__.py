@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from tasksup.config import check_fields
 from tasksup.errors import TasksupError
@@ -54,6 +55,20 @@ class CommonConfig:
 
     def __post_init__(self):
         check_fields(self)  # every numeric setting in its range (config.RANGES), however the config was made
+
+
+def model_name(model: str | None) -> str:
+    """A model as figure titles name it: a checkpoint folder by its own name (``checkpoints/plus-small`` ->
+    ``plus-small``), a training snapshot with its run (``runs/ret/snapshots/step-002000`` ->
+    ``ret/step-002000``), a hub id by its repository name, ``openai:NAME`` as it is."""
+    if not model:
+        return "model"
+    if model.startswith("openai:"):
+        return model
+    path = PurePosixPath(model.replace("\\", "/").rstrip("/"))
+    if path.parent.name == "snapshots" and path.parent.parent.name:
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.name or model
 
 
 def get_experiment(name: str):

@@ -162,14 +162,23 @@ def training_position(model: str) -> dict:
     elif (path / STATE_DIR / META).is_file() and (path / CONFIG_FILE).is_file():
         folder, step = path, json.loads((path / STATE_DIR / META).read_text())["step"]
     else:
-        return {"run": None, "step": None, "batch_size": None, "tokens_per_sequence": None, "tokens": None}
-    batch_size, per_sequence = run_data(folder)
+        return {"run": None, "step": None, "batch_size": None, "tokens_per_sequence": None, "tokens": None,
+                "tokenization": None}
+    batch_size, per_sequence, tokenization = run_data(folder)
     return {"run": str(folder), "step": step, "batch_size": batch_size, "tokens_per_sequence": per_sequence,
-            "tokens": round(step * batch_size * per_sequence)}
+            "tokens": round(step * batch_size * per_sequence), "tokenization": tokenization}
 
 
-def run_data(folder: Path) -> tuple[int, float]:
-    """A training run's batch size and the mean token length of its training sequences."""
+def tokenization_of(cfg) -> str:
+    """How a training run's tokenizer reads its examples, the phase diagram's third axis (docs/superposition_emergence.md):
+    one token per character, or BPE with numbers of up to ``bpe_digits`` digits as one token."""
+    if cfg.tokenizer == "char":
+        return "characters"
+    return "BPE, digit by digit" if cfg.bpe_digits == 1 else f"BPE, numbers whole (<= {cfg.bpe_digits} digits)"
+
+
+def run_data(folder: Path) -> tuple[int, float, str]:
+    """A training run's batch size, the mean token length of its training sequences and its tokenization."""
     from transformers import PreTrainedTokenizerFast
 
     from tasksup.train import load_train_config
@@ -179,7 +188,8 @@ def run_data(folder: Path) -> tuple[int, float]:
     cfg = load_train_config(folder / CONFIG_FILE)
     source = SequenceSource.from_config(cfg, resolve_tasks(cfg.tasks, one_space=False),
                                         PreTrainedTokenizerFast.from_pretrained(folder))
-    return cfg.batch_size, float(np.mean([len(ids) for ids, _ in source.encode(0, range(TOKEN_SAMPLE))]))
+    return (cfg.batch_size, float(np.mean([len(ids) for ids, _ in source.encode(0, range(TOKEN_SAMPLE))])),
+            tokenization_of(cfg))
 
 
 def model_shape(model: str) -> dict:
@@ -207,15 +217,13 @@ def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]
     for m in members:
         position = m["checkpoint"] or describe_model(m["name"])
         model = {"model": m["name"], "n_layer": position["n_layer"], "n_embd": position["n_embd"],
-                 "n_parameters": m["identity"]["n_parameters"], **position}
+                 "n_parameters": m["identity"]["n_parameters"], "tokenization": None, **position}
         family["models"].append({**model, "per_lambda": m["summary"]["per_lambda"]})
         for entry in m["summary"]["per_lambda"]:
             row = {**model, "lambda": entry["lambda"], "n_prompts": entry["n_prompts"]}
             for q in QUANTITIES:
                 row.update({f"{q}_{k}": entry[q][k] for k in ("mean", "ci_low", "ci_high")})
-            choice = entry.get("per_prompt")
-            row["committed"] = choice["committed"] if choice else None
-            row["follows_example_1"] = choice["follows_example"][0] if choice else None
+            row.update(metrics.choice_columns(entry.get("per_prompt")))  # also reads summaries kept from before
             rows.append(row)
     return family, rows
 

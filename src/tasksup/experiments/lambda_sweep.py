@@ -5,6 +5,11 @@ For every lambda in ``lambdas``, ``n_prompts`` prompts of m examples (counts by
 record has the core keys plus ``lambda``. Prompt i of lambda step j is record index
 ``j * n_prompts + i``, drawn from ``default_rng([seed, index])``: any prompt can be rebuilt alone
 and an interrupted run resumes. Ideal calibration is P(A) = lambda, P(B) = 1 - lambda.
+
+The summary has, per lambda, the quartiles of P(A), P(B), ``other``, their sum and the normalised KL,
+and ``per_prompt`` (:func:`tasksup.metrics.per_prompt_choice` over that lambda's prompts: superposing
+inside a prompt, or committing to one task per prompt); the figure shows the mean and median curves
+and, beside them, box plots of P(A) and P(B) per prompt. Fields: docs/summaries.md.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from tqdm import tqdm
 
 from tasksup import metrics
 from tasksup.errors import TasksupError
-from tasksup.experiments import CommonConfig, mixture
+from tasksup.experiments import CommonConfig, mixture, model_name
 from tasksup.tasks import PromptBuilder, check_fits, example_counts, resolve_tasks
 
 PAPER_LAMBDAS = [round(0.1 * i, 1) for i in range(11)]
@@ -85,10 +90,13 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
         probs = np.array([r["probs"] for r in rs])
         entry = {"lambda": lam, "n_prompts": len(rs), tasks[0]: metrics.quartiles(probs[:, 0]),
                  tasks[1]: metrics.quartiles(probs[:, 1]), "other": metrics.quartiles([r["other"] for r in rs]),
-                 "sum": metrics.quartiles(probs.sum(1)), "kl_normalized": metrics.quartiles([r["kl_normalized"] for r in rs])}
+                 "sum": metrics.quartiles(probs.sum(1)), "kl_normalized": metrics.quartiles([r["kl_normalized"] for r in rs]),
+                 # inside a prompt or on average only: None where no prompt holds both tasks (lambda 0 and 1)
+                 "per_prompt": metrics.per_prompt_choice(rs)}
         per_lambda.append(entry)
         rows.append({"lambda": lam, **{f"{q}_{stat}": entry[q][stat] for q in (tasks[0], tasks[1], "other")
-                                       for stat in ("mean", "median", "q1", "q3")}})
+                                       for stat in ("mean", "median", "q1", "q3")},
+                     **metrics.choice_columns(entry["per_prompt"])})
     mean_a = np.array([e[tasks[0]]["mean"] for e in per_lambda])
     summary = {"tasks": tasks, "n_examples": cfg.n_examples, "per_lambda": per_lambda,
                # acceptance-style numbers: the mean curve of P(A) against lambda, and the worst lambda
@@ -99,12 +107,13 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
                "min_mean_sum": float(min(e["sum"]["mean"] for e in per_lambda)),
                "max_mean_other": float(max(e["other"]["mean"] for e in per_lambda)),
                "collision_resamples": int(sum(r["collision_resamples"] for r in records)),
-               "per_prompt": metrics.per_prompt_choice(records)}
+               "per_prompt": metrics.per_prompt_choice(records)}  # every lambda's mixed prompts together
     return summary, rows
 
 
 def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     from tasksup.plots import lambda_curves
 
-    title = cfg.title or f"{cfg.model}: {summary['tasks'][0]} vs {summary['tasks'][1]} (m={cfg.n_examples})"
-    return lambda_curves(summary["per_lambda"], summary["tasks"], title, out_dir / "fig3")
+    a, b = summary["tasks"]
+    title = cfg.title or f"{model_name(cfg.model)}: {a} vs {b} (m = {cfg.n_examples})"
+    return lambda_curves(summary["per_lambda"], summary["tasks"], title, out_dir / "fig3", records=records)

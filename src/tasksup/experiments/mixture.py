@@ -1,7 +1,9 @@
 """Fig. 2 (§3): a uniform (or any) mixture of K tasks' examples; the probability of each task's answer.
 
 Per prompt: the K answer probabilities (Eq. 3, exact), ``other``, both KLs, tokenization flags and,
-with ``top_k``, the exact top-K complete outputs and r.
+with ``top_k``, the exact top-K complete outputs and r. The summary: quartiles of each, and
+``per_prompt`` (:func:`tasksup.metrics.per_prompt_choice`: does each prompt spread over the tasks, or
+pick one, and whose example's?). Fields: docs/summaries.md.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tasksup import metrics
-from tasksup.experiments import CommonConfig
+from tasksup.experiments import CommonConfig, model_name
 from tasksup.tasks import PromptBuilder, check_fits, example_counts, normalize_mixture, resolve_tasks
 
 
@@ -95,6 +97,10 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
     summary["boundary_merges"] = int(sum(any(r["boundary_merge"]) for r in records))
     summary["separate_differs"] = int(sum(any(r["separate_differs"]) for r in records))
     summary["collision_resamples"] = int(sum(r["collision_resamples"] for r in records))
+    # inside a prompt or on average only: does each prompt spread over the tasks, or pick one (and whose)?
+    summary["per_prompt"] = metrics.per_prompt_choice(records)
+    for key, share in metrics.choice_columns(summary["per_prompt"]).items():
+        rows.append({"quantity": key, "share": share})
     return summary, rows
 
 
@@ -103,5 +109,5 @@ def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
 
     probs = np.array([r["probs"] for r in records])
     other = np.array([r["other"] for r in records])
-    title = cfg.title or f"{cfg.model}: {', '.join(summary['tasks'])}"
+    title = cfg.title or f"{model_name(cfg.model)}: {', '.join(summary['tasks'])}"
     return task_boxplot(probs, other, summary["tasks"], summary["mixture"], title, out_dir / "fig2")
