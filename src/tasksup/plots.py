@@ -24,23 +24,36 @@ def save(fig, stem: Path) -> list[Path]:
 
 
 def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mixture: Sequence[float], title: str,
-                 stem: Path) -> list[Path]:
+                 stem: Path, per_prompt: dict | None = None) -> list[Path]:
     """Fig. 2: the distribution over prompts of each task answer's probability, and ``other``.
 
-    The dashed line is the ideal, calibrated value D_k (1/K for a uniform mixture).
+    The dashed line is the ideal, calibrated value D_k (1/K for a uniform mixture). With ``per_prompt``
+    (:func:`tasksup.metrics.per_prompt_choice`), a line under the title says how many prompts put their
+    mass on one task, and whose example's.
     """
-    fig, ax = plt.subplots(figsize=(1.2 * (len(tasks) + 1) + 1.5, 3.6))
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(max(1.2 * (len(tasks) + 1) + 1.5, 6.4), 4.3), layout="constrained")
     data = [probs[:, k] for k in range(len(tasks))] + [other]
-    ax.boxplot(data, showfliers=True, flierprops={"markersize": 2})
+    ax.boxplot(data, showfliers=True, flierprops={"markersize": 2}, medianprops={"color": "C1"})
     ax.set_xticks(range(1, len(tasks) + 2), list(tasks) + ["other"], rotation=30, ha="right")
     if len(set(np.round(mixture, 9))) == 1:
         ax.axhline(mixture[0], ls="--", color="gray", lw=1, label=f"ideal 1/K = {mixture[0]:.3g}")
     else:
         ax.scatter(range(1, len(tasks) + 1), mixture, marker="_", s=400, color="gray", label="ideal D_k")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Patch(facecolor="none", edgecolor="black", label="box: quartiles over prompts"),
+                Line2D([], [], color="C1", label="median"), Line2D([], [], color="black", label="whiskers: 1.5 IQR"),
+                Line2D([], [], color="black", marker="o", ls="none", ms=2, mfc="none", label="prompts beyond them")]
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("probability")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_ylabel("P(answer) per prompt")
+    ax.set_xlabel("task whose answer is scored")
+    if per_prompt:
+        title += (f"\ncommitted (>= {per_prompt['threshold']:.0%} on one task): {per_prompt['committed']:.0%} of "
+                  f"{per_prompt['n_prompts']} prompts; that task is example 1's in {per_prompt['follows_example_1']:.0%}")
+    ax.set_title(title, fontsize=8)
+    fig.legend(handles=handles, fontsize=7, loc="outside lower center", ncol=3, frameon=False)
     return save(fig, stem)
 
 

@@ -110,4 +110,5 @@ def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     probs = np.array([r["probs"] for r in records])
     other = np.array([r["other"] for r in records])
     title = cfg.title or f"{model_name(cfg.model)}: {', '.join(summary['tasks'])}"
-    return task_boxplot(probs, other, summary["tasks"], summary["mixture"], title, out_dir / "fig2")
+    return task_boxplot(probs, other, summary["tasks"], summary["mixture"], title, out_dir / "fig2",
+                        summary.get("per_prompt"))
