@@ -287,7 +287,7 @@ def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], t
     runs: dict = {}
     for m in models:
         runs.setdefault(m["run"] or m["model"], []).append(m)
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4 + 0.17 * math.ceil((len(runs) + 3) / 2)), sharey=True,
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6 + 0.17 * math.ceil((len(runs) + 3) / 2)), sharey=True,
                              layout="constrained")
     panels = ((axes[0], "superposition_mass", "-"), (axes[1], "averaging_mass", "-"), (axes[1], "outside_mass", ":"))
     tokenizations = sorted({m.get("tokenization") or "" for m in models})
@@ -319,7 +319,7 @@ def emergence_curves(models: Sequence[dict], lam: float, tasks: Sequence[str], t
         ax.set_xscale("log")
         ax.set_xlabel("training tokens seen")
         ax.set_ylim(-0.02, 1.02)
-    handles, labels = [sum(x, []) for x in zip(*(ax.get_legend_handles_labels() for ax in axes))]
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    entries = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}  # one per run
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
     return save(fig, stem)
