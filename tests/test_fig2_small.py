@@ -77,7 +77,8 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
                                            ("train_fig2_small_stage5_noise.yaml", "fig2-small/recipes/bpe-stage5-noise"),
                                            ("train_fig2_small_stage5_short.yaml", "fig2-small/recipes/bpe-stage5-short"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
-                                           ("train_plus_small.yaml", "plus-small")])
+                                           ("train_plus_small.yaml", "plus-small"),
+                                           ("train_plus_task_noise.yaml", "plus-small/recipes/plus-bpe-tasknoise-12k")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
     """The command in each checkpoint's README reproduces its config exactly (the stopped stage-5 attempts: the
     config their logs came from); each stage's starting model is committed."""

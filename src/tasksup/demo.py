@@ -136,9 +136,9 @@ def main() -> None:
         print(fig2_verdict(summary))
         print(f"figure: {run_dir.path / 'fig2.png'}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s (results and figures in {OUT})")
-    print("ret-small reproduces Fig. 3a in the mean over prompts, by copying one example's task per prompt;\n"
-          "plus-small does not reproduce Fig. 3b (it averages the two tasks' offsets): README.md, 'Training from\n"
-          "scratch and Figure 3'. fig2-small knows all 14 of its tasks alone (exact top-1 >= 0.99) and leaves\n"
+    print("ret-small and plus-small (numbers as whole tokens) reproduce Fig. 3a and 3b in the mean over prompts, by\n"
+          "answering each prompt with the task of its first example: README.md, 'Training from scratch and Figure 3'.\n"
+          "fig2-small knows all 14 of its tasks alone (exact top-1 >= 0.99) and leaves\n"
           "almost nothing to other, but on most prompts puts most of a mixture on one task (the committed shares\n"
           "above): it switches between tasks at task-specific thresholds, not by counting examples: README.md,\n"
           "'Figure 2 offline'. The verdict lines' criteria: docs/summaries.md.")
