@@ -209,8 +209,9 @@ class SequenceSource:
                                                            self.task_noise, self.others[k]))
         return seqs
 
-    def _encode(self, step: int, indices: Sequence[int]) -> tuple[list[tuple[list[int], list[bool]]], int]:
-        """The rows of ``encode`` and the number of answers they score."""
+    def _encode(self, step: int, indices: Sequence[int]) -> tuple[list[tuple[list[int], list[bool]]], int,
+                                                                 list[TrainingSequence]]:
+        """The rows of ``encode``, the number of answers they score and the sequences they encode."""
         seqs = self.training_sequences(step, indices)
         texts = [seq.text for seq in seqs]
         spans = [self.target_spans(seq.answer_spans, seq.noisy) for seq in seqs]
@@ -219,10 +220,10 @@ class SequenceSource:
         if self.max_length is not None and longest > self.max_length:
             raise TasksupError(f"a training sequence has {longest} tokens, more than the context of {self.max_length}: "
                                "raise n_positions or lower n_examples")
-        return rows, sum(len(s) for s in spans)
+        return rows, sum(len(s) for s in spans), seqs
 
     def batch(self, step: int, indices: Sequence[int]) -> Batch:
-        rows, n_answers = self._encode(step, indices)
+        rows, n_answers, seqs = self._encode(step, indices)
         ids, tgt = collate(rows, self.pad_id)
         positions = None
         if self.random_offsets:  # sequence i starts at a uniform position in [0, max_length - T]
@@ -230,13 +231,14 @@ class SequenceSource:
             offsets = [int(np.random.default_rng([self.seed, OFFSET_STREAM, step, i]).integers(self.max_length - width + 1))
                        for i in indices]
             positions = torch.tensor(offsets)[:, None] + torch.arange(width)[None, :]
-        return Batch(ids, tgt, n_answers, positions, self.dropout_masks(step, indices, ids.shape[1]))
+        return Batch(ids, tgt, n_answers, positions, self.dropout_masks(step, indices, seqs, ids.shape[1]))
 
-    def dropout_masks(self, step: int, indices: Sequence[int], width: int) -> torch.Tensor | None:
-        """The [b, 1, T, T] attention masks of ``example_dropout`` (stream [seed, 4, step, i]); None without it."""
+    def dropout_masks(self, step: int, indices: Sequence[int], seqs: Sequence[TrainingSequence],
+                      width: int) -> torch.Tensor | None:
+        """The [b, 1, T, T] attention masks of ``example_dropout`` for ``seqs`` (sequences ``indices`` of ``step``;
+        stream [seed, 4, step, i]); None without it."""
         if not self.example_dropout:
             return None
-        seqs = self.training_sequences(step, indices)
         offsets = self.tokenizer([s.text for s in seqs], add_special_tokens=True,
                                  return_offsets_mapping=True)["offset_mapping"]
         masks = []
