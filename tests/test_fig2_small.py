@@ -32,6 +32,7 @@ def test_small_configs_are_the_papers_but_the_model_and_m(setting):
 
 
 @pytest.mark.parametrize("config, model, digits", [("train_fig2_small_digits.yaml", MODEL, 1),
+                                                   ("train_fig2_small_digits.yaml", MODEL / "recipes" / "fig2-small-one-task", 1),
                                                    ("train_fig2_small_stage1.yaml", MODEL / "recipes" / "bpe-stage1", 3)])
 def test_training_config_rebuilds_the_committed_tokenizer(config, model, digits):
     """The data libraries still produce exactly the examples the committed subword vocabulary was learned from."""
@@ -68,7 +69,9 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
     assert (run.path / "fig2.png").is_file()
 
 
-@pytest.mark.parametrize("config, model", [("train_fig2_small_digits.yaml", "fig2-small"),
+@pytest.mark.parametrize("config, model", [("train_fig2_small_mixed_pairs.yaml", "fig2-small"),
+                                           ("train_fig2_small_mixed_settings.yaml", "fig2-small/recipes/fig2-small-mixed-settings"),
+                                           ("train_fig2_small_digits.yaml", "fig2-small/recipes/fig2-small-one-task"),
                                            ("train_fig2_small_stage4.yaml", "fig2-small/recipes/bpe-stage4"),
                                            ("train_fig2_small_stage3.yaml", "fig2-small/recipes/bpe-stage3"),
                                            ("train_fig2_small_stage2.yaml", "fig2-small/recipes/bpe-stage2"),
@@ -78,6 +81,8 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
                                            ("train_fig2_small_stage5_short.yaml", "fig2-small/recipes/bpe-stage5-short"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small"),
+                                           *[(f"train_numeric6{kind}_{size}.yaml", f"numeric6{kind.replace('_', '-')}-{size}")
+                                             for kind in ("", "_mixed") for size in ("xs", "s", "m", "l")],
                                            ("train_plus_task_noise.yaml", "plus-small/recipes/plus-bpe-tasknoise-12k")])
 def test_configs_resolve_to_the_committed_models_config(config, model):
     """The command in each checkpoint's README reproduces its config exactly (the stopped stage-5 attempts: the

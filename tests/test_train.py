@@ -212,6 +212,125 @@ def test_task_noise_answers_examples_by_other_tasks_over_the_same_inputs_that_ar
     assert clean.encode(0, range(20)) == plain.encode(0, range(20))
 
 
+def fig2_mixed_source(groups=None, per_group=1, max_tasks=4, share=0.5, seed=5):
+    """The Figure-2 model's tasks (four families over four input spaces) with a mixed corpus."""
+    from tasksup.train.data import MixedCorpus, family_chars
+
+    spec = ["add_translate", "country", "copy_add", "letters"]
+    tasks = resolve_tasks(spec, one_space=False)
+    mixed = MixedCorpus(tasks, spec, groups, share=share, alpha=1.0, max_tasks=max_tasks, per_group=per_group)
+    tok = build_char_tokenizer(family_chars(tasks, "\n"))
+    return SequenceSource(tasks, tok, n_examples=16, delimiter="\n", target_delimiter=True, seed=seed, mixed=mixed), tok
+
+
+def test_mixed_sequences_never_hold_a_held_out_combination():
+    """mix_share 0.5, up to 4 tasks, mix_per_group 1 over the four Figure-2 families: in 6,400 sampled training
+    sequences no sequence holds two tasks of one family (so no mixture Figure 2 scores was ever seen), while about
+    half of them mix tasks, 2, 3 and 4 at a time, and every pair of tasks from different families occurs."""
+    from itertools import combinations
+
+    src, _ = fig2_mixed_source()
+    family = {t: f for f in ("add_translate", "country", "copy_add", "letters") for t in
+              (x.name for x in resolve_tasks(f))}
+    sizes, pairs = [], set()
+    for step in range(400):
+        for seq in src.training_sequences(step, range(16)):
+            present = sorted(set(seq.example_tasks))
+            held = [f for f in set(family.values()) if sum(family[t] == f for t in present) > 1]
+            assert not held, (seq.task, present)
+            sizes.append(len(present))
+            pairs.update(combinations(present, 2))
+    sizes = np.bincount(sizes)
+    assert 0.44 < sizes[2:].sum() / sizes.sum() < 0.56  # Dirichlet weights may leave a drawn task out
+    assert sizes[2] and sizes[3] and sizes[4]
+    cross = {(a, b) for a, b in combinations(sorted(family), 2) if family[a] != family[b]}
+    assert pairs == cross
+
+
+def test_mixed_holdout_allows_at_most_per_group_tasks_of_a_group():
+    """numeric6's recipe: one group (the family), mix_per_group 2, mix_max_tasks 2: every mixed sequence holds two
+    of the six tasks, never three; declared groups bind tasks across families, and a task in no group is free."""
+    from tasksup.train.data import MixedCorpus
+
+    tasks = resolve_tasks("numeric6")
+    tok = build_char_tokenizer()
+    mixed = MixedCorpus(tasks, ["numeric6"], None, share=1.0, alpha=1.0, max_tasks=2, per_group=2)
+    src = SequenceSource(tasks, tok, n_examples=24, delimiter="\n", target_delimiter=True, seed=1, mixed=mixed)
+    counts = [len(set(s.example_tasks)) for step in range(100) for s in src.training_sequences(step, range(16))]
+    assert max(counts) == 2 and counts.count(2) > 0.9 * len(counts)
+    src, _ = fig2_mixed_source(groups=[["add", "capital"], ["copy_op1"]], per_group=1, max_tasks=4)
+    for step in range(200):
+        for seq in src.training_sequences(step, range(16)):
+            present = set(seq.example_tasks)
+            assert not {"add", "capital"} <= present
+            assert src.mixed.allows(present)
+    assert not src.mixed.allows(["add", "capital"]) and src.mixed.allows(["add", "add_en", "copy_op1"])
+
+
+def test_mixed_sequences_target_every_answer_with_its_own_task():
+    """In a mixed sequence each example is its task's right answer to its input, and the loss targets are the
+    answers of examples 2..m, whichever task wrote them (Eq. 1 per example). mix_share 0 draws the sequences of a
+    run without the keys."""
+    from tasksup.tasks import get_task, query_answers
+
+    src, tok = fig2_mixed_source(max_tasks=2)
+    plural = 0
+    for i, seq in enumerate(src.training_sequences(3, range(40))):
+        ids, tgt = src.sequence(3, i)
+        assert tok.decode(ids) == seq.text and not any(seq.noisy)
+        lines = seq.text.split("\n")[:-1]
+        assert len(lines) == len(seq.example_tasks) == len(seq.answer_spans)
+        for line, name, (s, e) in zip(lines, seq.example_tasks, seq.answer_spans):
+            task, answer = get_task(name), seq.text[s:e]
+            assert line.endswith(answer)
+            assert query_answers([task], line[:len(line) - len(answer)]) == [answer]
+        targets = "".join(seq.text[s:e] + "\n" for s, e in seq.answer_spans[1:])
+        assert tok.decode([t for t, m in zip(ids, tgt) if m]) == targets
+        plural += len(set(seq.example_tasks)) > 1
+    assert plural > 10
+    one_task, _ = fig2_mixed_source(share=0.0)
+    plain = SequenceSource(one_task.tasks, tok, n_examples=16, delimiter="\n", target_delimiter=True, seed=5)
+    assert [s.text for s in one_task.training_sequences(0, range(16))] == \
+        [s.text for s in plain.training_sequences(0, range(16))]
+
+
+@pytest.mark.parametrize("config", ["train_fig2_small_mixed_settings.yaml", "train_fig2_small_mixed_pairs.yaml", "train_numeric6_mixed_l.yaml"])
+def test_the_committed_mixed_corpora_never_held_a_held_out_combination(config):
+    """Every sequence of every step of the shipped stand-ins' runs, drawn as the run drew it: no Figure-2 setting's
+    two tasks together (fig2-small), never more than 2 of the 6 numeric6 tasks (numeric6-mixed-*: one seed, so one
+    stream for every size); and mixing happened (about mix_share of the sequences)."""
+    from pathlib import Path
+
+    from tasksup.train import load_train_config
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / config)
+    tasks = resolve_tasks(cfg.tasks, one_space=False)
+    src = SequenceSource.from_config(cfg, tasks, build_char_tokenizer())
+    spec = [cfg.tasks] if isinstance(cfg.tasks, str) else cfg.tasks
+    family = {t.name: f for f in spec for t in resolve_tasks(f)}
+    mixed = total = 0
+    for step in range(cfg.steps):
+        for seq in src.training_sequences(step, range(cfg.batch_size)):
+            present = set(seq.example_tasks)
+            per_family = np.bincount([spec.index(family[t]) for t in present])
+            assert per_family.max() <= cfg.mix_per_group, (step, sorted(present))
+            mixed, total = mixed + (len(present) > 1), total + 1
+    assert abs(mixed / total - cfg.mix_share) < 0.05
+
+
+def test_a_mixed_corpus_run_trains_and_records_its_recipe(tmp_path):
+    """A tiny run with mix_share trains, and train_config.yaml records every mix_* key as run."""
+    import yaml
+
+    tasks = CONST + [register_task(Task("test_const_c", get_input_space("num"), lambda x: "c"), replace=True).name]
+    cfg = TrainConfig(**dict(TINY, tasks=tasks), steps=10, mix_share=0.5, mix_alpha=0.5, mix_max_tasks=2,
+                      mix_groups=[CONST])
+    out = train(cfg, tmp_path / "mixed", progress=False)
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert {k: saved[k] for k in saved if k.startswith("mix_")} == {
+        "mix_share": 0.5, "mix_alpha": 0.5, "mix_max_tasks": 2, "mix_groups": [CONST], "mix_per_group": 1}
+
+
 def test_example_dropout_hides_examples_exactly_as_deleting_them():
     """example_dropout 0.5: on one-layer GPT-2 and Llama models, the logits of every token equal those of the same
     sequence with the examples hidden from that token's example deleted (positions kept, a plain causal mask);
@@ -434,6 +553,17 @@ def test_init_from_errors(trained, tmp_path):
     ("tasks: ret\ntokenizer: bpe\nbpe_digits: 0\n", "bpe_digits must be"),
     ("tasks: ret\ntask_noise: 1\n", "task_noise must be"),
     ("tasks: ret\nexample_dropout: -0.1\n", "example_dropout must be"),
+    ("tasks: ret\nmix_share: 1.5\n", "mix_share must be"),
+    ("tasks: ret\nmix_share: 0.5\nmix_alpha: 0\n", "mix_alpha must be"),
+    ("tasks: ret\nmix_share: 0.5\nmix_max_tasks: 1\n", "mix_max_tasks must be"),
+    ("tasks: ret\nmix_share: 0.5\nmix_per_group: 0\n", "mix_per_group must be"),
+    ("tasks: ret\nmix_share: 0.5\nmix_groups: ret\n", "mix_groups = 'ret' is not of type"),
+    ("tasks: ret\nmix_share: 0.5\nmix_groups: [[]]\n", "mix_groups must be a list of non-empty lists"),
+    ("tasks: ret\nmix_share: 0.5\nmix_groups: [[plus1]]\n", "mix_groups names 'plus1', which is not among"),
+    ("tasks: ret\nmix_share: 0.5\nmix_groups: [[ret], [ret1]]\n", "mix_groups puts task 'ret1' in two groups"),
+    ("tasks: ret\nmix_share: 0.5\n", "the holdout (mix_groups, mix_per_group 1) lets no two tasks share"),
+    ("tasks: ret\nmix_share: 0.5\nmix_per_group: 2\nmix_max_tasks: 3\n", "mix_max_tasks is 3, but the holdout"),
+    ("tasks: ret\nmix_share: 0.5\ntask_noise: 0.1\n", "it takes neither example_noise nor task_noise"),
     ("tasks: ret\narchitecture: rwkv\n", "architecture must be one of gpt2, llama"),
     ("tasks: ret\narchitecture: llama\nposition_init: sinusoidal\n", "architecture llama (RoPE) takes neither"),
 ])

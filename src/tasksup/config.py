@@ -39,7 +39,8 @@ RANGES = {
     "final_eval_prompts": "[0, inf)", "save_every": "[0, inf)", "snapshot_every": "[0, inf)",
     "stop_after": "[1, inf)", "sequence_chars": "[0, inf)", "task_weights": "(0, inf)",
     "vocab_size": "[1, inf)", "bpe_digits": "[1, inf)", "example_noise": "[0, 1)",
-    "task_noise": "[0, 1)", "example_dropout": "[0, 1)",
+    "task_noise": "[0, 1)", "example_dropout": "[0, 1)", "mix_share": "[0, 1]", "mix_alpha": "(0, inf)",
+    "mix_max_tasks": "[2, inf)", "mix_per_group": "[1, inf)",
     # theory verify (its YAML keys and options)
     "k_values": "[1, inf)", "m_values": "[1, inf)", "k": "[1, inf)", "m": "[1, inf)", "d": "[1, inf)",
     "n": "[3, inf)", "trials": "[1, inf)", "min_separation": "[0, inf)",

@@ -1,5 +1,5 @@
-"""`make demo`: Fig. 3 on the two embedded checkpoints (ret-small, plus-small) and the four Fig. 2
-settings on fig2-small, offline.
+"""`make demo`: Fig. 3 on the two embedded one-task checkpoints (ret-small, plus-small) and the four Fig. 2
+settings on fig2-small, our stand-in for a pretrained LLM (trained on a mixed corpus), offline.
 
 Runs ``configs/fig3_ret.yaml`` and ``configs/fig3_plus.yaml`` as they are (the paper's 100 prompts per
 lambda: about 10 s per model on one CPU core) and ``configs/fig2_*_small.yaml`` with fewer prompts
@@ -131,17 +131,18 @@ def main() -> None:
         run_dir = run(config, FIG2_MODEL, OUT / Path(config).stem, [f"n_prompts={FIG2_PROMPTS}"])
         summary = json.loads((run_dir.path / "summary.json").read_text())
         m = json.loads((run_dir.path / "config.json").read_text()).get("n_examples")
-        print(f"\n{label}  {FIG2_MODEL}: P(answer) over {summary['n_prompts']} uniform-mixture prompts, m = {m} examples")
+        print(f"\n{label}  {FIG2_MODEL} (our stand-in for an LLM, not an LLM): P(answer) over {summary['n_prompts']} "
+              f"uniform-mixture prompts, m = {m} examples")
         print(box_table(summary))
         print(fig2_verdict(summary))
         print(f"figure: {run_dir.path / 'fig2.png'}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s (results and figures in {OUT})")
-    print("ret-small and plus-small (numbers as whole tokens) reproduce Fig. 3a and 3b in the mean over prompts, by\n"
-          "answering each prompt with the task of its first example: README.md, 'Training from scratch and Figure 3'.\n"
-          "fig2-small knows all 14 of its tasks alone (exact top-1 >= 0.99) and leaves\n"
-          "almost nothing to other, but on most prompts puts most of a mixture on one task (the committed shares\n"
-          "above): it switches between tasks at task-specific thresholds, not by counting examples: README.md,\n"
-          "'Figure 2 offline'. The verdict lines' criteria: docs/summaries.md.")
+    print("ret-small and plus-small, trained one task per sequence (Eq. 1), reproduce Fig. 3a and 3b in the mean over\n"
+          "prompts, by answering each prompt with the task of its first example: README.md, 'Training from scratch and\n"
+          "Figure 3'. fig2-small is trained like an LLM, on a corpus where some sequences mix tasks, none of them three\n"
+          "or four of one setting: every Figure-2 mixture above is new to it. It spreads its probability over several\n"
+          "tasks inside each prompt: README.md, 'Figure 2 offline'; docs/llm_stand_ins.md. The verdict lines' criteria:\n"
+          "docs/summaries.md.")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from tasksup.tasks.declared import load_task_file
 from tasksup.tasks.families import register_paper_families
 from tasksup.tasks.parsing import example_inputs, parse_query, query_answers
 from tasksup.tasks.prompts import (MixturePrompt, PromptBuilder, TrainingSequence, check_fits, example_counts,
-                                   normalize_mixture)
+                                   mixed_training_sequence, normalize_mixture)
 from tasksup.tasks.registry import (
     Family,
     InputSpace,

@@ -197,7 +197,7 @@ class PromptBuilder:
         (other tasks over the same inputs) drawn uniformly: a right answer of another task, recorded in
         ``example_tasks`` and marked ``noisy``. ``task_noise`` = 0 draws nothing more from ``rng``.
         """
-        parts, spans, noisy, example_tasks, pos = [], [], [], [], 0
+        lines = _SequenceLines(self.delimiter, max_chars)
         for i in range(m):
             x = self.space.sample(rng)
             answering = task
@@ -207,16 +207,9 @@ class PromptBuilder:
             replaced = noise > 0 and rng.random() < noise
             if replaced:
                 answer = self._wrong_answer(answering, answer, rng)
-            wrong = replaced or answering is not task
-            line = prefix + answer + self.delimiter
-            if max_chars is not None and i >= 2 and pos + len(line) > max_chars:
+            if not lines.add(prefix, answer, answering.name, replaced or answering is not task):
                 break
-            spans.append((pos + len(prefix), pos + len(prefix) + len(answer)))
-            noisy.append(wrong)
-            example_tasks.append(answering.name)
-            parts.append(line)
-            pos += len(line)
-        return TrainingSequence("".join(parts), task.name, spans, noisy, example_tasks)
+        return lines.sequence(task.name)
 
     def _wrong_answer(self, task: Task, answer: str, rng: np.random.Generator, tries: int = 100) -> str:
         for _ in range(tries):
@@ -256,3 +249,42 @@ def check_fits(lm, builder: PromptBuilder, m: int, *, terminator: str | None = N
         fits = (f"the largest m that fits is {most} (set {fix.format(m=most)})" if most >= 1
                 else "not even one example fits")
         raise TasksupError(f"n_examples={m} needs up to {need} tokens but {lm.name}'s context is {limit}: {fits}")
+
+
+class _SequenceLines:
+    """The examples of a training sequence as they are written: text, answer spans, noisy flags, tasks; ``add``
+    refuses (False) the example that would take the text past ``max_chars`` once two examples are written."""
+
+    def __init__(self, delimiter: str, max_chars: int | None):
+        self.delimiter, self.max_chars = delimiter, max_chars
+        self.parts, self.spans, self.noisy, self.tasks, self.pos = [], [], [], [], 0
+
+    def add(self, prefix: str, answer: str, task: str, noisy: bool) -> bool:
+        line = prefix + answer + self.delimiter
+        if self.max_chars is not None and len(self.parts) >= 2 and self.pos + len(line) > self.max_chars:
+            return False
+        self.spans.append((self.pos + len(prefix), self.pos + len(prefix) + len(answer)))
+        self.noisy.append(noisy)
+        self.tasks.append(task)
+        self.parts.append(line)
+        self.pos += len(line)
+        return True
+
+    def sequence(self, name: str) -> TrainingSequence:
+        return TrainingSequence("".join(self.parts), name, self.spans, self.noisy, self.tasks)
+
+
+def mixed_training_sequence(builders: Sequence[PromptBuilder], weights: Sequence[float], m: int,
+                            rng: np.random.Generator, max_chars: int | None = None) -> TrainingSequence:
+    """m examples, each of a task drawn from ``weights`` (one task per builder, ``builders[k].tasks[0]``; the
+    tasks may read different inputs), each followed by the delimiter: a sequence of a pretraining-like corpus
+    (``TrainConfig.mix_share``). Every answer is its own task's right answer (none ``noisy``); ``task`` is the
+    drawn tasks' names joined by "+"; ``max_chars`` as in ``PromptBuilder.training_sequence``."""
+    lines = _SequenceLines(builders[0].delimiter, max_chars)
+    for _ in range(m):
+        builder = builders[int(rng.choice(len(builders), p=weights))]
+        task = builder.tasks[0]
+        x = builder.space.sample(rng)
+        if not lines.add(builder.space.format(x), task.answer(x), task.name, False):
+            break
+    return lines.sequence("+".join(b.tasks[0].name for b in builders))

@@ -52,6 +52,19 @@ class TrainConfig:
     # probability that an example is hidden from each later example (an attention mask; positions unchanged),
     # so no one example is always there to read the task from. 0: full causal attention, as in the paper
     example_dropout: float = 0.0
+    # A pretraining-like corpus (docs/training.md, "Mixed sequences"): this share of the sequences mixes tasks, the
+    # rest keep one task each. A mixed sequence draws 2..mix_max_tasks tasks (uniformly many; which ones by
+    # task_weights), then w ~ Dirichlet(mix_alpha) over them, then each example's task from w; every answer is its own
+    # task's loss target. 0: one task per sequence (Eq. 1, the paper's §4), drawn exactly as before the key existed
+    mix_share: float = 0.0
+    mix_alpha: float = 1.0
+    mix_max_tasks: int = 2
+    # The holdout: a mixed sequence holds at most mix_per_group tasks of any one group. Groups are lists of task or
+    # family names; null: each entry of `tasks` is a group (a family: its tasks), so with mix_per_group 1 no sequence
+    # mixes two tasks of one family and every mixture an experiment builds from a family is unseen. A task in no
+    # group is a group of its own
+    mix_groups: list[list[str]] | None = None
+    mix_per_group: int = 1
     delimiter: str = "\n"  # written after every answer, as in the prompts the experiments score
     target_delimiter: bool = True  # also predict the delimiter after answers 2..m (Eq. 1 literally: False)
     target_first_answer: bool = False  # also predict example 1's answer, with no example before it (Eq. 1: False)
@@ -150,6 +163,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     bad = {k: v for k, v in cfg.task_weights.items() if isinstance(v, bool) or not isinstance(v, (int, float))}
     if bad:  # their range (> 0) is checked with every numeric setting's (tasksup.config.RANGES)
         raise TasksupError(f"task_weights must be numbers, got {bad}")
+    if cfg.mix_share and (cfg.example_noise or cfg.task_noise):
+        raise TasksupError("mix_share mixes tasks in a sequence with every answer right: it takes neither example_noise "
+                           "nor task_noise")
+    if cfg.mix_groups is not None and not (isinstance(cfg.mix_groups, list)
+                                           and all(isinstance(g, list) and g for g in cfg.mix_groups)):
+        raise TasksupError(f"mix_groups must be a list of non-empty lists of task or family names, got {cfg.mix_groups!r}")
     if cfg.init_from is not None:
         fixed = [k for k in ("n_layer", "n_head", "n_embd", "n_positions") if getattr(cfg, k) is not None]
         fixed += ["position_init"] * (cfg.position_init != "random") + ["architecture"] * (cfg.architecture != "gpt2")

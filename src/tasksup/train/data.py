@@ -1,7 +1,9 @@
 """Eq. 1's training data: single-task sequences, their token ids and the loss mask.
 
 A training sequence is m examples of one task drawn uniformly from the family, written by
-:meth:`PromptBuilder.training_sequence` (the same format the experiments' prompts use). The loss
+:meth:`PromptBuilder.training_sequence` (the same format the experiments' prompts use). With
+``TrainConfig.mix_share`` a share of the sequences mixes tasks (``mixed_training_sequence``), each
+answer a target of its own task, under a declared holdout (``MixedCorpus``). The loss
 targets are the tokens of the answers of examples 2..m -- and, with ``target_delimiter``, the
 delimiter that ends each of those answers (a deviation from Eq. 1 taken literally: without it the
 model never learns where an answer stops, and exact top-k outputs ended by the delimiter would be
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from tasksup.errors import TasksupError
-from tasksup.tasks import MixturePrompt, PromptBuilder, Task, TrainingSequence
+from tasksup.tasks import MixturePrompt, PromptBuilder, Task, TrainingSequence, mixed_training_sequence, resolve_tasks
 
 TRAIN_STREAM, EVAL_STREAM, OFFSET_STREAM, DROPOUT_STREAM = 1, 2, 3, 4  # numpy seed sequences [seed, stream, ...] keep training and eval data apart
 CHAR_SAMPLES = 4096  # examples per task drawn to collect the characters a family can produce
@@ -77,6 +79,61 @@ def task_probabilities(tasks: Sequence[Task], weights: dict[str, float]) -> list
         raise TasksupError(f"task_weights names {unknown}, which are not among the trained tasks {names}")
     w = np.array([float(weights.get(n, 1.0)) for n in names])
     return (w / w.sum()).tolist()
+
+
+class MixedCorpus:
+    """Which tasks a mixed training sequence holds (``TrainConfig.mix_*``): 2..max_tasks of them, uniformly many,
+    drawn one by one with the sequences' task probabilities among those the holdout still allows (at most
+    ``per_group`` tasks of one group), then their weights w ~ Dirichlet(alpha). After c_k examples of task k in n,
+    the best guess of the next example's task is (c_k + alpha) / (n + K alpha): linear in the in-context shares."""
+
+    def __init__(self, tasks: Sequence[Task], spec: Sequence, groups: Sequence[Sequence[str]] | None, *, share: float,
+                 alpha: float, max_tasks: int, per_group: int, task_probs: Sequence[float] | None = None):
+        self.share, self.alpha, self.max_tasks, self.per_group = share, alpha, max_tasks, per_group
+        self.names = [t.name for t in tasks]
+        self.group = self.group_of(groups if groups is not None else [[name] for name in spec])
+        self.base = np.ones(len(tasks)) if task_probs is None else np.asarray(task_probs, dtype=float)
+        sizes = np.bincount(self.group)
+        room = int(np.minimum(sizes, per_group).sum())
+        if room < 2:
+            raise TasksupError(f"the holdout (mix_groups, mix_per_group {per_group}) lets no two tasks share a sequence: "
+                               "lower mix_share to 0 or loosen the holdout")
+        if max_tasks > room:
+            raise TasksupError(f"mix_max_tasks is {max_tasks}, but the holdout (mix_groups, mix_per_group {per_group}) "
+                               f"lets at most {room} tasks share a sequence")
+
+    def group_of(self, groups: Sequence[Sequence[str]]) -> np.ndarray:
+        """The group index of each task; a task in no group gets one of its own."""
+        group = {}
+        for g, names in enumerate(groups):
+            for name in names:
+                try:
+                    members = [t.name for t in resolve_tasks(name, one_space=False)]
+                except TasksupError:
+                    members = []
+                if not members or set(members) - set(self.names):
+                    raise TasksupError(f"mix_groups names {name!r}, which is not among the trained tasks {self.names}")
+                for t in members:
+                    if group.setdefault(t, g) != g:
+                        raise TasksupError(f"mix_groups puts task {t!r} in two groups")
+        extra = iter(range(len(groups), len(groups) + len(self.names)))
+        return np.array([group[n] if n in group else next(extra) for n in self.names])
+
+    def draw(self, rng: np.random.Generator) -> tuple[list[int], np.ndarray]:
+        """The indices of a mixed sequence's tasks (sorted) and their weights."""
+        chosen: list[int] = []
+        for _ in range(int(rng.integers(2, self.max_tasks + 1))):
+            full = np.bincount(self.group[chosen], minlength=self.group.max() + 1) >= self.per_group
+            allowed = self.base * ~full[self.group]
+            allowed[chosen] = 0
+            chosen.append(int(rng.choice(len(allowed), p=allowed / allowed.sum())))
+        chosen.sort()
+        return chosen, rng.dirichlet(np.full(len(chosen), self.alpha))
+
+    def allows(self, task_names: Sequence[str]) -> bool:
+        """Whether tasks named ``task_names`` may share a sequence (at most ``per_group`` of any group)."""
+        index = [self.names.index(n) for n in set(task_names)]
+        return bool((np.bincount(self.group[index]) <= self.per_group).all()) if index else True
 
 
 def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
@@ -149,7 +206,7 @@ class SequenceSource:
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
                  seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,
                  max_chars: int | None = None, task_probs: Sequence[float] | None = None, noise: float = 0.0,
-                 task_noise: float = 0.0, example_dropout: float = 0.0):
+                 task_noise: float = 0.0, example_dropout: float = 0.0, mixed: MixedCorpus | None = None):
         self.builders = [PromptBuilder([task], delimiter) for task in tasks]
         self.delimiter = delimiter
         self.tasks = list(tasks)
@@ -166,6 +223,7 @@ class SequenceSource:
         self.task_noise = task_noise  # TrainConfig.task_noise: examples answered by another task over the same inputs
         self.others = [[o for o in self.tasks if o is not t and o.inputs == t.inputs] for t in self.tasks]
         self.example_dropout = example_dropout  # TrainConfig.example_dropout: examples hidden from later ones
+        self.mixed = mixed  # TrainConfig.mix_share and the holdout; None or share 0: one task per sequence (no draw)
         # Batches are right-padded and never attend to or predict padding, so any id would do; EOS rather
         # than the pad id keeps transformers from warning that no attention mask was passed.
         self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
@@ -174,11 +232,16 @@ class SequenceSource:
     def from_config(cls, cfg, tasks: Sequence[Task], tokenizer, max_length: int | None = None) -> "SequenceSource":
         """The training sequences of a ``TrainConfig`` (the training loop's, and the one that measures a run's
         tokens per sequence afterwards)."""
+        probs = task_probabilities(tasks, cfg.task_weights)
+        spec = [cfg.tasks] if isinstance(cfg.tasks, str) else cfg.tasks
+        mixed = (MixedCorpus(tasks, spec, cfg.mix_groups, share=cfg.mix_share, alpha=cfg.mix_alpha,
+                             max_tasks=cfg.mix_max_tasks, per_group=cfg.mix_per_group, task_probs=probs)
+                 if cfg.mix_share else None)
         return cls(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                    target_delimiter=cfg.target_delimiter, seed=cfg.seed, max_length=max_length,
                    random_offsets=cfg.position_offset == "random", first_answer=cfg.target_first_answer,
-                   max_chars=cfg.sequence_chars or None, task_probs=task_probabilities(tasks, cfg.task_weights),
-                   noise=cfg.example_noise, task_noise=cfg.task_noise, example_dropout=cfg.example_dropout)
+                   max_chars=cfg.sequence_chars or None, task_probs=probs, noise=cfg.example_noise,
+                   task_noise=cfg.task_noise, example_dropout=cfg.example_dropout, mixed=mixed)
 
     def target_spans(self, answer_spans: Sequence[tuple[int, int]], noisy: Sequence[bool]) -> list[tuple[int, int]]:
         """Answers 2..m (Eq. 1; 1..m with ``first_answer``) but the ``noisy`` ones, each extended over its
@@ -204,6 +267,11 @@ class SequenceSource:
         seqs = []
         for index in indices:
             rng = np.random.default_rng([self.seed, TRAIN_STREAM, step, index])
+            if self.mixed is not None and self.mixed.share and rng.random() < self.mixed.share:
+                chosen, weights = self.mixed.draw(rng)
+                seqs.append(mixed_training_sequence([self.builders[k] for k in chosen], weights, self.m, rng,
+                                                    self.max_chars))
+                continue
             k = int(rng.integers(len(self.tasks)) if self.task_probs is None else rng.choice(len(self.tasks), p=self.task_probs))
             seqs.append(self.builders[k].training_sequence(self.tasks[k], self.m, rng, self.max_chars, self.noise,
                                                            self.task_noise, self.others[k]))
