@@ -211,11 +211,12 @@ def collapse_drift(summary: dict, title: str, stem: Path) -> list[Path]:
 
 
 def scaling_bars(models: Sequence[str], stats: dict, ylabel: str, title: str, stem: Path,
-                 ceiling: float | None = None) -> list[Path]:
+                 ceiling: float | None = None, interval: str = "confidence interval") -> list[Path]:
     """Fig. 6: one group of bars per model (smallest first), one bar per distribution.
 
     ``stats``: distribution name -> (means, CI lows, CI highs), each a list over ``models``; the
-    error bars are the confidence intervals. ``ceiling`` draws the largest possible value (r = K).
+    error bars are the confidence intervals, named by ``interval`` in the legend's title. ``ceiling``
+    draws the largest possible value (r = K).
     """
     fig, ax = plt.subplots(figsize=(1.4 * len(models) + 2.0, 3.6))
     width = 0.8 / len(stats)
@@ -227,9 +228,10 @@ def scaling_bars(models: Sequence[str], stats: dict, ylabel: str, title: str, st
     if ceiling is not None:
         ax.axhline(ceiling, ls="--", color="gray", lw=1, label=f"max = {ceiling:g}")
     ax.set_xticks(x, models, fontsize=8)
+    ax.set_xlabel("model (parameters), smallest first", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, title=f"bars: mean over prompts\nwhiskers: {interval}", title_fontsize=7)
     return save(fig, stem)
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tasksup import metrics
 from tasksup.errors import TasksupError
-from tasksup.experiments import CommonConfig, mixture
+from tasksup.experiments import CommonConfig, mixture, model_name
 from tasksup.tasks import PromptBuilder, check_fits, example_counts, normalize_mixture, resolve_tasks
 
 MULTI_MODEL = True
@@ -142,7 +142,8 @@ def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     paths = []
     for name, recs in _by_distribution(records, cfg).items():
         probs = np.array([r["probs"] for r in recs])
-        title = f"{cfg.title or cfg.model}: {name}, mean r = {summary['distributions'][name]['r']['mean']:.2f}"
+        title = (f"{model_name(cfg.model)}: {name}, mean r = {summary['distributions'][name]['r']['mean']:.2f}"
+                 + (f"\n{cfg.title}" if cfg.title else ""))
         paths += task_boxplot(probs, np.array([r["other"] for r in recs]), summary["tasks"], recs[0]["mixture"],
                               title, out_dir / f"probs_{name}")
     return paths
@@ -184,5 +185,6 @@ def plot_models(summary: dict, cfg: Config, out_dir) -> list:
         stats = {name: [[m["distributions"][name][q][k] for m in summary["models"]] for k in ("mean", "ci_low", "ci_high")]
                  for name in summary["distributions"]}
         paths += scaling_bars(labels, stats, q, f"{cfg.title + ': ' if cfg.title else ''}{titles[q]}", out_dir / stem,
-                              ceiling=summary["top_k"] if q == "r" else None)
+                              ceiling=summary["top_k"] if q == "r" else None,
+                              interval=f"{summary['confidence']:.0%} BCa bootstrap CI")
     return paths
