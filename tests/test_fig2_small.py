@@ -81,6 +81,7 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
                                            ("train_fig2_small_stage5_short.yaml", "fig2-small/recipes/bpe-stage5-short"),
                                            ("train_fig2_small_char_stage2.yaml", "fig2-small/recipes/char-stage2"),
                                            ("train_plus_small.yaml", "plus-small"),
+                                           ("train_plus_mixed_control.yaml", "plus-small/recipes/plus-mixed"),
                                            *[(f"train_numeric6{kind}_{size}.yaml", f"numeric6{kind.replace('_', '-')}-{size}")
                                              for kind in ("", "_mixed") for size in ("xs", "s", "m", "l")],
                                            ("train_plus_task_noise.yaml", "plus-small/recipes/plus-bpe-tasknoise-12k")])
