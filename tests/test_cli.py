@@ -184,6 +184,61 @@ def test_tasks_lists_every_family(monkeypatch):
         assert name in res.output
 
 
+def test_one_checkpoint_at_two_paths_is_one_model(tmp_path, model):
+    """Identity comes from the contents: the same checkpoint by its absolute path, or copied elsewhere, resumes
+    the folder (the config's `model` differs, the fingerprint does not)."""
+    out = tmp_path / "run"
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(model, copy)
+    res = tasksup("run", COPY_ADD, "--model", copy, "--out", out, *FAST, "--set", "n_prompts=4")
+    assert res.exit_code == 0, res.output
+    assert len(lines(out / "results.jsonl")) == 4
+    assert json.loads((out / "config.json").read_text())["model"] == str(copy)
+
+
+@pytest.mark.parametrize("kind", ["", "sha256:"])
+def test_an_old_fingerprint_is_refused_until_verified(tmp_path, model, kind):
+    """A folder whose run.json holds an older fingerprint (file sizes, or contents with the path in the config)
+    takes no new rows: one line names `tasksup refingerprint`, which checks it against the checkpoint the config
+    names and upgrades it; a checkpoint that no longer matches is not upgraded and stays refused."""
+    from tasksup import load_model
+    from tasksup.models.wrapper import fingerprint
+
+    mine = tmp_path / "model"
+    shutil.copytree(model, mine)
+    out = tmp_path / "run"
+    assert tasksup("run", COPY_ADD, "--model", mine, "--out", out, *FAST).exit_code == 0
+    meta = json.loads((out / "run.json").read_text())
+    config = dict(load_model(str(mine)).model.config.to_dict(), _name_or_path=meta["model"]["name"])
+    current, meta["model"]["fingerprint"] = meta["model"]["fingerprint"], fingerprint(config, str(mine), kind)
+    assert meta["model"]["fingerprint"] != current and meta["model"]["fingerprint"].startswith(kind)
+    (out / "run.json").write_text(json.dumps(meta))
+    before = (out / "results.jsonl").read_text()
+    res = tasksup("run", COPY_ADD, "--model", mine, "--out", out, *FAST, "--set", "n_prompts=4")
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "predates content hashing" in res.stderr and f"tasksup refingerprint {out}" in res.stderr
+    assert (out / "results.jsonl").read_text() == before
+
+    stale = tmp_path / "stale"
+    shutil.copytree(out, stale)
+    config_file = json.loads((mine / "config.json").read_text())  # the same shapes, another model
+    (mine / "config.json").write_text(json.dumps(dict(config_file, resid_pdrop=0.25)))
+    res = tasksup("refingerprint", stale)
+    assert res.exit_code == 2 and "does not match the fingerprint" in res.output
+    assert json.loads((stale / "run.json").read_text()) == meta
+    shutil.rmtree(mine)
+    shutil.copytree(model, mine)
+
+    res = tasksup("refingerprint", tmp_path)  # the checkpoint as it was: both folders below verify
+    assert res.exit_code == 0 and f"upgraded: {out}" in res.output and f"upgraded: {stale}" in res.output
+    upgraded = json.loads((out / "run.json").read_text())
+    assert upgraded["model"]["fingerprint"] == current
+    assert upgraded["refingerprinted"][0]["from"] == meta["model"]["fingerprint"]
+    assert tasksup("run", COPY_ADD, "--model", mine, "--out", out, *FAST, "--set", "n_prompts=4").exit_code == 0
+    assert len(lines(out / "results.jsonl")) == 4
+
+
 def test_weights_digest_reads_small_files_whole_and_large_ones_by_samples(tmp_path, monkeypatch):
     """Any changed byte changes a small file's digest; above the limit, only the sampled megabytes count."""
     from tasksup.models import wrapper

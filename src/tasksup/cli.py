@@ -77,6 +77,30 @@ def summarize(
 
 
 @app.command()
+def refingerprint(
+    paths: List[Path] = typer.Argument(..., help="Results folders, or folders above them: every results folder "
+                                                 "below is done."),
+):
+    """Verify results folders whose run.json holds an older model fingerprint against the checkpoint each names,
+    and upgrade them, so that they accept new rows again.
+
+    Example: tasksup refingerprint results/fig3_ret
+    """
+    from tasksup.errors import TasksupError
+    from tasksup.runner import refingerprint as verify, result_folders
+
+    folders, loaded, failed = result_folders(paths), {}, 0
+    for folder in folders:
+        try:
+            typer.echo(f"{verify(folder, loaded)}: {folder}")
+        except TasksupError as e:
+            failed += 1
+            typer.echo(f"not verified: {e}")
+    if failed:
+        raise TasksupError(f"{failed} of {len(folders)} folder(s) not verified (they accept no new rows)")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="A training config (configs/train_*.yaml; keys in docs/training.md)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<config name>)."),
@@ -87,7 +111,8 @@ def train(
                                 "curves and train_summary.json (the run stays resumable)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
-    """Train a GPT-2 from scratch on one task at a time (paper §4, Eq. 1); works under `accelerate launch`."""
+    """Train a GPT-2 from scratch: one task per sequence (paper §4, Eq. 1), or a mixed corpus with mix_share; works
+    under `accelerate launch`."""
     from tasksup.config import check_options
 
     check_options(stop_after=stop_after)

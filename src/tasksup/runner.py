@@ -197,3 +197,47 @@ def resummarize(path: str | Path) -> list[Path]:
         meta["resummarized"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": git_commit()}
         meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return list(experiment.plot(records, summary, cfg, path))
+
+
+def refingerprint(path: str | Path, loaded: dict | None = None) -> str:
+    """Verify a results folder's older model fingerprint against the checkpoint its ``config.json`` names, and
+    record the current kind (``models.wrapper.fingerprint``) in its run.json, with the old one under
+    ``refingerprinted``. Returns "upgraded" or "already current"; a one-line error where the checkpoint is not a
+    local folder or no longer matches (then the folder is left as it is and accepts no new rows). ``loaded``:
+    path -> loaded model, reused across folders."""
+    from importlib.metadata import version
+
+    from tasksup.models import load_model
+    from tasksup.models.wrapper import fingerprint
+    from tasksup.results import MODEL_FINGERPRINT, PATH_FINGERPRINT
+
+    path = Path(path)
+    meta_file = path / "run.json"
+    if not meta_file.is_file():
+        raise TasksupError(f"{path} has no run.json")
+    meta = json.loads(meta_file.read_text())
+    was = (meta.get("model") or {}).get("fingerprint") or ""
+    if was.startswith(MODEL_FINGERPRINT):
+        return "already current"
+    if not was:
+        raise TasksupError(f"{path}: run.json records no model fingerprint to verify")
+    local = json.loads((path / "config.json").read_text()).get("model") or ""
+    if not Path(local).expanduser().is_dir():
+        raise TasksupError(f"{path}: the model it names ({local!r}) is not a local folder here, so its fingerprint "
+                           "cannot be verified")
+    loaded = {} if loaded is None else loaded
+    if local not in loaded:
+        loaded[local] = load_model(local).model.config.to_dict()
+    config = dict(loaded[local], _name_or_path=meta["model"].get("name", local))  # the path the run loaded
+    kind = PATH_FINGERPRINT if was.startswith(PATH_FINGERPRINT) else ""
+    if fingerprint(config, local, kind) != was:
+        then, now = (meta.get("versions") or {}).get("transformers"), version("transformers")
+        why = "retrained or replaced since" + (f", or its config reads differently under transformers {now} than "
+                                                f"under {then}, which the run used" if then != now else "")
+        raise TasksupError(f"{path}: {local} does not match the fingerprint {was} its results were computed with "
+                           f"({why}); left as it is: re-run into another --out")
+    meta["model"]["fingerprint"] = fingerprint(config, local)
+    meta.setdefault("refingerprinted", []).append({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "from": was,
+                                                    "model": local, "git_commit": git_commit()})
+    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return "upgraded"

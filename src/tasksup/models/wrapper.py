@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from tasksup.errors import TasksupError
-from tasksup.results import CONTENT_FINGERPRINT
+from tasksup.results import MODEL_FINGERPRINT
 from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, prompt_pass, run_plans
 
 WHOLE_HASH_BYTES = 256 << 20  # weight files up to this size are hashed whole
@@ -35,6 +35,26 @@ def weights_digest(path: str) -> str:
             f.seek(start)
             digest.update(f.read(SAMPLE_BYTES))
     return f"{size}:{digest.hexdigest()[:16]}"
+
+
+def fingerprint(config: dict, path: str, kind: str = MODEL_FINGERPRINT) -> str:
+    """A model's identity for run.json: its config and the weight files in ``path`` (if a local folder).
+
+    ``MODEL_FINGERPRINT`` (what runs record): the config without ``_name_or_path``, so that one checkpoint given
+    by two paths is one model, and each weight file's :func:`weights_digest`. The older kinds, kept to verify
+    old run.json files (``tasksup refingerprint``): ``PATH_FINGERPRINT``, the same with the path in the config;
+    ``""``, weight files by size only.
+    """
+    if kind == MODEL_FINGERPRINT:
+        config = {k: v for k, v in config.items() if k != "_name_or_path"}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    path = os.path.expanduser(path)
+    if os.path.isdir(path):
+        for f in sorted(os.listdir(path)):
+            if f.endswith((".safetensors", ".bin", ".gguf")):
+                weights = os.path.join(path, f)
+                digest.update(f"{f}:{weights_digest(weights) if kind else os.path.getsize(weights)}".encode())
+    return kind + digest.hexdigest()[:16]
 
 
 @dataclass
@@ -185,12 +205,6 @@ class LanguageModel:
     def identity(self) -> dict:
         """What a results file needs to say which model produced it."""
         cfg = self.model.config
-        fingerprint = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
-        path = os.path.expanduser(self.name)
-        if os.path.isdir(path):
-            for f in sorted(os.listdir(path)):
-                if f.endswith((".safetensors", ".bin", ".gguf")):
-                    fingerprint.update(f"{f}:{weights_digest(os.path.join(path, f))}".encode())
         return {
             "name": self.name,
             "class": type(self.model).__name__,
@@ -200,7 +214,7 @@ class LanguageModel:
             "device": str(next(self.model.parameters()).device),
             "commit": getattr(cfg, "_commit_hash", None),
             "gguf_file": self.gguf_file,
-            "fingerprint": CONTENT_FINGERPRINT + fingerprint.hexdigest()[:16],
+            "fingerprint": fingerprint(cfg.to_dict(), self.name),
         }
 
     def __repr__(self) -> str:

@@ -201,7 +201,7 @@ def collate(rows: Sequence[tuple[list[int], list[bool]]], pad_id: int) -> tuple[
 
 class SequenceSource:
     """Training batches and held-out single-task eval prompts for a list of tasks (over one or several
-    input spaces: every sequence and eval prompt holds one task's examples)."""
+    input spaces: every eval prompt, and every sequence but the mixed ones of ``mixed``, holds one task's examples)."""
 
     def __init__(self, tasks: Sequence[Task], tokenizer, *, n_examples: int, delimiter: str, target_delimiter: bool,
                  seed: int, max_length: int | None = None, random_offsets: bool = False, first_answer: bool = False,

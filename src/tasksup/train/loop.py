@@ -1,4 +1,5 @@
-"""`tasksup train CONFIG`: a GPT-2 (or a Llama-style decoder) trained from scratch on single-task sequences (§4, Eq. 1).
+"""`tasksup train CONFIG`: a GPT-2 (or a Llama-style decoder) trained from scratch on single-task sequences (§4, Eq. 1),
+or on a corpus where a share of the sequences mixes tasks (``mix_share``: the stand-ins for pretrained LLMs).
 
 The output directory always holds a loadable model (``save_pretrained`` safetensors + tokenizer),
 so ``tasksup.load_model(out)`` and ``AutoModelForCausalLM.from_pretrained(out)`` both work::
