@@ -189,6 +189,28 @@ def test_resume_recomputes_only_what_is_missing(sweep, tiny_model_dirs):
         assert np.allclose(redo[r["index"]]["probs"], r["probs"], rtol=1e-6) and redo[r["index"]]["prompt"] == r["prompt"]
 
 
+def test_n_prompts_cannot_change_on_resume(sweep, tiny_model_dirs, tmp_path):
+    """Prompt i of lambda j is index j * n_prompts + i: grown from 3 to 4 per lambda, the folder would hold other
+    prompts than a fresh 4-prompt run under the same indices, so it is refused with one line and left as it was;
+    a fresh 4-prompt run and a resumed interrupted one agree prompt for prompt."""
+    cfg, run_dir = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir.path, copy)
+    before = (copy / "results.jsonl").read_text()
+    model = str(tiny_model_dirs["gpt2"])
+    with pytest.raises(TasksupError, match=r"differs in n_prompts\) \(n_prompts decides which prompt each index"):
+        run_config(cfg, model=model, out=copy, overrides=["n_prompts=4"], progress=False)
+    assert (copy / "results.jsonl").read_text() == before
+    assert json.loads((copy / "config.json").read_text()) == json.loads((run_dir.path / "config.json").read_text())
+    fresh = run_config(cfg, model=model, out=tmp_path / "fresh", overrides=["n_prompts=4"], progress=False)
+    cut = tmp_path / "cut"
+    shutil.copytree(fresh.path, cut)
+    (cut / "results.jsonl").write_text("".join(fresh.jsonl.read_text().splitlines(keepends=True)[:5]))
+    resumed = run_config(cfg, model=model, out=cut, overrides=["n_prompts=4"], progress=False)
+    key = lambda r: (r["index"], r["lambda"], r["prompt"], r["answers"])  # noqa: E731
+    assert sorted(map(key, resumed.records())) == sorted(map(key, fresh.records()))
+
+
 @pytest.mark.parametrize("body, message", [
     ("tasks: [ret1, ret2, ret3]\n", "exactly two tasks"),
     ("lambdas: [0.5, 1.5]\n", "numbers in [0, 1]"),

@@ -75,7 +75,8 @@ def write_summary_files(path: Path, summary: dict, rows: list[dict]) -> None:
 
 
 class RunDir:
-    def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None):
+    def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None,
+                 resumable: set = RESUMABLE_KEYS):
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -94,10 +95,13 @@ class RunDir:
                 raise TasksupError(f"{self.path} holds results of another model (fingerprint {was}, this one {now}); "
                                    "use another --out or delete it")
             same_model = {"model"} if was == now and now.startswith(MODEL_FINGERPRINT) else set()  # the path may differ
-            changed = config_changes(json.loads(cfg_file.read_text()), config, RESUMABLE_KEYS | same_model)
+            changed = config_changes(json.loads(cfg_file.read_text()), config, resumable | same_model)
             if changed:
-                raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)}); "
-                                   "use another --out or delete it")
+                layout = sorted(set(changed) & (RESUMABLE_KEYS - resumable))
+                why = (f" ({', '.join(layout)} decides which prompt each index holds in this experiment: growing it would "
+                       "not give a fresh run's prompts)") if layout else ""
+                raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)})"
+                                   f"{why}; use another --out or delete it")
         cfg_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         meta.update({"seed": seed, "model": model, "versions": package_versions(), "git_commit": git_commit(),
                      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),

@@ -72,7 +72,8 @@ def run_config(config_path: str | Path, *, model: str | None = None, models: lis
 def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
     """Load ``cfg.model``, compute what ``out`` lacks, summarise and plot there."""
     lm = load_for(cfg)
-    run_dir = RunDir(out, to_dict(cfg), seed=cfg.seed, model=lm.identity())
+    layout = getattr(experiment, "LAYOUT_KEYS", set())  # keys that decide which prompt each index holds
+    run_dir = RunDir(out, to_dict(cfg), seed=cfg.seed, model=lm.identity(), resumable=RESUMABLE_KEYS - layout)
     with logged_to(run_dir.path / LOG_FILE):
         try:
             experiment.run(cfg, lm, run_dir, progress)

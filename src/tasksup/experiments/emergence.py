@@ -34,6 +34,7 @@ from tasksup.tasks import PromptBuilder, all_families, check_fits, resolve_tasks
 from tasksup.tasks.prompts import answers_collide
 
 MULTI_MODEL = True
+LAYOUT_KEYS = {"n_prompts"}  # prompt i of lambda j is index j * n_prompts + i: a resume may not change it
 QUANTITIES = ("p_a", "p_b", "superposition_mass", "averaging_mass", "outside_mass")
 SNAPSHOT = re.compile(r"step-(\d+)")
 TOKEN_SAMPLE = 256  # training sequences encoded to measure a run's mean sequence length

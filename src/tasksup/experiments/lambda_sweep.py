@@ -26,6 +26,7 @@ from tasksup.experiments import CommonConfig, mixture, model_name
 from tasksup.tasks import PromptBuilder, check_fits, example_counts, resolve_tasks
 
 PAPER_LAMBDAS = [round(0.1 * i, 1) for i in range(11)]
+LAYOUT_KEYS = {"n_prompts"}  # prompt i of lambda j is index j * n_prompts + i: a resume may not change it
 
 
 @dataclass
