@@ -69,9 +69,11 @@ def test_resume(tmp_path, model):
     assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "n_prompts=5").exit_code == 0
     grown = lines(out / "results.jsonl")
     assert grown[:3] == first and [json.loads(s)["index"] for s in grown] == [0, 1, 2, 3, 4]
-    # the same command again computes nothing and duplicates nothing
+    # the same command again computes nothing, duplicates nothing and changes no file (provenance included)
+    files = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
     assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, "--set", "n_prompts=5").exit_code == 0
     assert lines(out / "results.jsonl") == grown
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == files
     # an interrupted write leaves half a line: it is dropped and that prompt recomputed identically
     text = (out / "results.jsonl").read_text()
     (out / "results.jsonl").write_text(text[: len(text) - len(grown[-1]) // 2 - 1])
@@ -82,7 +84,8 @@ def test_resume(tmp_path, model):
     assert {k: v for k, v in redone.items() if k not in ("logprobs", "probs", "other", "kl", "kl_normalized", "top")} \
         == {k: v for k, v in before.items() if k not in ("logprobs", "probs", "other", "kl", "kl_normalized", "top")}
     assert np.allclose(redone["logprobs"], before["logprobs"], rtol=0, atol=1e-5)
-    assert json.loads((out / "run.json").read_text())["resumed"] == 3
+    run = json.loads((out / "run.json").read_text())  # one entry per segment of work: first run, grow, redo
+    assert run["resumed"] == 2 and len(run["segments"]) == 3 and run["started"] == run["segments"][0]["started"]
 
 
 def test_different_config_in_same_dir_is_refused(tmp_path, model):

@@ -292,6 +292,11 @@ def test_cli_two_tiny_models_end_to_end(tiny_model_dirs, tmp_path):
         assert r["probs"] == pytest.approx(before[key(r)], rel=1e-6)
     assert len(lines(out / "gpt2" / "results.jsonl")) == 6
 
+    # the finished family run again: nothing computed, no file of the family or its members changes
+    files = {f: f.read_bytes() for f in out.rglob("*") if f.is_file() and f.name != "warnings.log"}
+    assert invoke("run", CONFIG, "--models", a, b, "--out", out, *FAST).exit_code == 0
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file() and f.name != "warnings.log"} == files
+
 
 def test_cli_errors(tiny_model_dirs, tmp_path):
     a = tiny_model_dirs["gpt2"]

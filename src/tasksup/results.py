@@ -76,7 +76,9 @@ def write_summary_files(path: Path, summary: dict, rows: list[dict]) -> None:
 
 class RunDir:
     def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None,
-                 resumable: set = RESUMABLE_KEYS):
+                 resumable: set = RESUMABLE_KEYS, record: bool = True):
+        """``record``: write config.json and run.json now if the folder holds no rows (else at the first row);
+        False leaves that to the caller (a family's folder, which holds no rows of its own)."""
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -84,8 +86,9 @@ class RunDir:
             raise TasksupError(f"cannot create the results directory {str(self.path)!r}: {e.strerror}") from None
         self.jsonl = self.path / "results.jsonl"
         cfg_file, meta_file = self.path / "config.json", self.path / "run.json"
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {"started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if cfg_file.is_file() and self.jsonl.is_file():
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        resuming = cfg_file.is_file() and self.jsonl.is_file() and self.jsonl.stat().st_size > 0
+        if resuming:
             was, now = ((m or {}).get("fingerprint") or "" for m in (meta.get("model"), model))
             if was and not was.startswith(MODEL_FINGERPRINT) and now.startswith(MODEL_FINGERPRINT):
                 raise TasksupError(f"{self.path} holds results whose model fingerprint ({was}) predates content "
@@ -102,11 +105,14 @@ class RunDir:
                        "not give a fresh run's prompts)") if layout else ""
                 raise TasksupError(f"{self.path} holds results of a different config (differs in {', '.join(changed)})"
                                    f"{why}; use another --out or delete it")
-        cfg_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        meta.update({"seed": seed, "model": model, "versions": package_versions(), "git_commit": git_commit(),
-                     "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
-                     "resumed": meta.get("resumed", -1) + 1})
-        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        # One provenance entry per segment of work, written when the segment first appends a row: a run resumed
+        # with nothing left to compute changes no file.
+        self._config, self._segment, self.appended = config, {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": seed, "model": model, "versions": package_versions(),
+            "git_commit": git_commit(), "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}, 0
+        self._recorded, self._previous = False, meta if resuming or not record else {}
+        if record and not resuming:
+            self._record_segment()
         self._drop_partial_line()
 
     def _drop_partial_line(self) -> None:
@@ -128,7 +134,25 @@ class RunDir:
     def done(self, key: str = "index") -> set:
         return {r[key] if not isinstance(r[key], list) else tuple(r[key]) for r in self.records()}
 
+    def _record_segment(self) -> None:
+        """config.json as this segment runs it, and run.json: the first segment's fields at the top level (a new
+        folder), every segment in ``segments``; ``resumed`` counts the segments after the first."""
+        meta_file = self.path / "run.json"
+        meta = dict(self._previous)
+        if meta:
+            meta["resumed"] = meta.get("resumed", 0) + 1
+            meta.setdefault("segments", []).append(self._segment)
+        else:
+            meta = {**self._segment, "resumed": 0, "segments": [self._segment]}
+        (self.path / "config.json").write_text(json.dumps(self._config, indent=2, sort_keys=True) + "\n")
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self._recorded = True
+
     def append(self, records: Iterable[dict]) -> None:
+        records = list(records)
+        if records and not self._recorded:
+            self._record_segment()
+        self.appended += len(records)
         with self.jsonl.open("a") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -85,6 +85,10 @@ def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
 
 
 def finish(experiment, cfg, run_dir: RunDir, remote_usage: dict | None = None) -> None:
+    """Summarise and plot, unless this invocation computed nothing for a folder already summarised (then no file
+    changes; ``tasksup summarize`` remakes a summary on purpose)."""
+    if not run_dir.appended and (run_dir.path / "summary.json").is_file():
+        return
     records = run_dir.records()
     summary, rows = experiment.summarize(records, cfg)
     if remote_usage is not None:
@@ -125,12 +129,13 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
         if slug in slugs[:i]:
             raise TasksupError(f"models {names[slugs.index(slug)]!r} and {names[i]!r} would share the results folder "
                                f"{slug!r}: give them folders with distinct names")
-    members = []
+    members, computed = [], 0
     for name, slug in zip(names, slugs):
         member_cfg = dataclasses.replace(cfg, model=name, models=[])
         path = kept_member(experiment, member_cfg, out / slug)
         if path is None:
-            path = run_model(experiment, member_cfg, out / slug, progress).path
+            member = run_model(experiment, member_cfg, out / slug, progress)
+            path, computed = member.path, computed + member.appended
             if hasattr(experiment, "describe_model"):
                 (path / CHECKPOINT_FILE).write_text(json.dumps(experiment.describe_model(name), indent=2) + "\n")
         checkpoint = path / CHECKPOINT_FILE
@@ -139,7 +144,12 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
                         "summary": json.loads((path / "summary.json").read_text()),
                         "checkpoint": json.loads(checkpoint.read_text()) if checkpoint.is_file() else None})
     family = dataclasses.replace(cfg, model=None, models=names)
-    top = RunDir(out, to_dict(family), seed=cfg.seed, model={"family": [m["identity"] for m in members]})
+    top = RunDir(out, to_dict(family), seed=cfg.seed, model={"family": [m["identity"] for m in members]}, record=False)
+    old = out / "config.json"
+    if (not computed and (out / "summary.json").is_file() and old.is_file()
+            and json.loads(old.read_text()) == json.loads(json.dumps(to_dict(family)))):
+        return top  # nothing new in any member: the family's files stay as they are
+    top._record_segment()
     summary, rows = experiment.summarize_models(members, family)
     top.write_summary(summary, rows)
     experiment.plot_models(summary, family, out)
