@@ -130,11 +130,6 @@ class MixedCorpus:
         chosen.sort()
         return chosen, rng.dirichlet(np.full(len(chosen), self.alpha))
 
-    def allows(self, task_names: Sequence[str]) -> bool:
-        """Whether tasks named ``task_names`` may share a sequence (at most ``per_group`` of any group)."""
-        index = [self.names.index(n) for n in set(task_names)]
-        return bool((np.bincount(self.group[index]) <= self.per_group).all()) if index else True
-
 
 def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Which tokens overlap any of the character spans ``[start, end)``."""
