@@ -112,7 +112,7 @@ class RunDir:
             "git_commit": git_commit(), "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}, 0
         self._recorded, self._previous = False, meta if resuming or not record else {}
         if record and not resuming:
-            self._record_segment()
+            self.record_segment()
         self._drop_partial_line()
 
     def _drop_partial_line(self) -> None:
@@ -134,7 +134,7 @@ class RunDir:
     def done(self, key: str = "index") -> set:
         return {r[key] if not isinstance(r[key], list) else tuple(r[key]) for r in self.records()}
 
-    def _record_segment(self) -> None:
+    def record_segment(self) -> None:
         """config.json as this segment runs it, and run.json: the first segment's fields at the top level (a new
         folder), every segment in ``segments``; ``resumed`` counts the segments after the first."""
         meta_file = self.path / "run.json"
@@ -151,7 +151,7 @@ class RunDir:
     def append(self, records: Iterable[dict]) -> None:
         records = list(records)
         if records and not self._recorded:
-            self._record_segment()
+            self.record_segment()
         self.appended += len(records)
         with self.jsonl.open("a") as f:
             for r in records:

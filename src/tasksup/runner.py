@@ -149,7 +149,7 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
     if (not computed and (out / "summary.json").is_file() and old.is_file()
             and json.loads(old.read_text()) == json.loads(json.dumps(to_dict(family)))):
         return top  # nothing new in any member: the family's files stay as they are
-    top._record_segment()
+    top.record_segment()
     summary, rows = experiment.summarize_models(members, family)
     top.write_summary(summary, rows)
     experiment.plot_models(summary, family, out)
