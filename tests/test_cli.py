@@ -62,6 +62,13 @@ def test_run_writes_results(tmp_path, model, tiny_lm):
     assert json.loads((out / "config.json").read_text())["n_prompts"] == 3
 
 
+def test_version():
+    from importlib.metadata import version
+
+    res = tasksup("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"tasksup {version('tasksup')}"
+
+
 def test_resume(tmp_path, model):
     out = tmp_path / "run"
     assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0

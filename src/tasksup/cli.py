@@ -20,9 +20,19 @@ app.add_typer(theory_app, name="theory", help="Theorem 1 as a runnable transform
 app.add_typer(vectors_app, name="vectors", help="Task vectors (§6, App. C): extraction, layer selection.")
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        typer.echo(f"tasksup {version('tasksup')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def options(verbose: bool = typer.Option(False, "--verbose", help="Show third-party warnings, logs and progress "
-                                         f"bars (also {VERBOSE_ENV}=1).")) -> None:
+                                         f"bars (also {VERBOSE_ENV}=1)."),
+            show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                              help="Print the version and exit.")) -> None:
     """Task superposition in language models (paper: 'Everything Everywhere All at Once')."""
     if verbose:
         os.environ[VERBOSE_ENV] = "1"
