@@ -131,6 +131,16 @@ class MixedCorpus:
         return chosen, rng.dirichlet(np.full(len(chosen), self.alpha))
 
 
+def mixed_corpus(cfg, tasks: Sequence[Task]) -> MixedCorpus | None:
+    """The ``TrainConfig``'s mixed corpus (its holdout checked against ``tasks``); None without ``mix_share``."""
+    if not cfg.mix_share:
+        return None
+    spec = [cfg.tasks] if isinstance(cfg.tasks, str) else cfg.tasks
+    return MixedCorpus(tasks, spec, cfg.mix_groups, share=cfg.mix_share, alpha=cfg.mix_alpha,
+                       max_tasks=cfg.mix_max_tasks, per_group=cfg.mix_per_group,
+                       task_probs=task_probabilities(tasks, cfg.task_weights))
+
+
 def token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
     """Which tokens overlap any of the character spans ``[start, end)``."""
     tok = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
@@ -228,15 +238,11 @@ class SequenceSource:
         """The training sequences of a ``TrainConfig`` (the training loop's, and the one that measures a run's
         tokens per sequence afterwards)."""
         probs = task_probabilities(tasks, cfg.task_weights)
-        spec = [cfg.tasks] if isinstance(cfg.tasks, str) else cfg.tasks
-        mixed = (MixedCorpus(tasks, spec, cfg.mix_groups, share=cfg.mix_share, alpha=cfg.mix_alpha,
-                             max_tasks=cfg.mix_max_tasks, per_group=cfg.mix_per_group, task_probs=probs)
-                 if cfg.mix_share else None)
         return cls(tasks, tokenizer, n_examples=cfg.n_examples, delimiter=cfg.delimiter,
                    target_delimiter=cfg.target_delimiter, seed=cfg.seed, max_length=max_length,
                    random_offsets=cfg.position_offset == "random", first_answer=cfg.target_first_answer,
                    max_chars=cfg.sequence_chars or None, task_probs=probs, noise=cfg.example_noise,
-                   task_noise=cfg.task_noise, example_dropout=cfg.example_dropout, mixed=mixed)
+                   task_noise=cfg.task_noise, example_dropout=cfg.example_dropout, mixed=mixed_corpus(cfg, tasks))
 
     def target_spans(self, answer_spans: Sequence[tuple[int, int]], noisy: Sequence[bool]) -> list[tuple[int, int]]:
         """Answers 2..m (Eq. 1; 1..m with ``first_answer``) but the ``noisy`` ones, each extended over its

@@ -40,8 +40,8 @@ from tasksup.results import package_versions
 from tasksup.tasks import Task, load_task_file, resolve_tasks
 from tasksup.train.config import TrainConfig
 from tasksup.train.curves import plot_curves, read_curves
-from tasksup.train.data import (SequenceSource, example_lengths, family_chars, line_length, longest_example, sampled_lines,
-                                task_probabilities)
+from tasksup.train.data import (SequenceSource, example_lengths, family_chars, line_length, longest_example,
+                                mixed_corpus, sampled_lines, task_probabilities)
 from tasksup.train.evaluate import exact_accuracy, greedy_accuracy
 from tasksup.train.state import STATE_DIR, has_state, load_state, save_state
 
@@ -239,7 +239,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, stop_after: int | None, fi
     for f in cfg.task_files:
         load_task_file(f)
     tasks = resolve_tasks(cfg.tasks, one_space=False)
-    task_probabilities(tasks, cfg.task_weights)  # unknown task names fail before anything is built
+    task_probabilities(tasks, cfg.task_weights)  # unknown task names fail before anything is built,
+    mixed_corpus(cfg, tasks)  # and a holdout that names them or leaves too few tasks to mix
     longest = longest_example(tasks, cfg.delimiter, cfg.seed)  # sizes the context and the eval prompts
     state_dir = out / STATE_DIR
     resuming = resume and has_state(state_dir)
