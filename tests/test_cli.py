@@ -95,6 +95,35 @@ def test_resume(tmp_path, model):
     assert run["resumed"] == 2 and len(run["segments"]) == 3 and run["started"] == run["segments"][0]["started"]
 
 
+def test_packed_results_are_read_kept_and_grown(tmp_path, model):
+    """`tasksup pack`: the same records, byte-identical on a second pack; a finished re-run changes no file; a run
+    that grows unpacks first and then holds exactly an unpacked run's records; summarize reads a packed folder."""
+    out, plain = tmp_path / "run", tmp_path / "plain"
+    for folder in (out, plain):
+        assert tasksup("run", COPY_ADD, "--model", model, "--out", folder, *FAST).exit_code == 0
+    records = lines(out / "results.jsonl")
+    res = tasksup("pack", tmp_path)
+    assert res.exit_code == 0 and "bytes in all" in res.output, res.output
+    assert not (out / "results.jsonl").exists() and (out / "results.jsonl.gz").is_file()
+    packed = (out / "results.jsonl.gz").read_bytes()
+    assert (plain / "results.jsonl.gz").read_bytes() == packed  # the same records give the same bytes
+    from tasksup.results import RunDir
+
+    assert [json.dumps(r, ensure_ascii=False) for r in RunDir.read_records(out / "results.jsonl.gz")] == records
+    files = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == files
+    assert tasksup("summarize", out).exit_code == 0
+    grow = ["--set", "n_prompts=5"]
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST, *grow).exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert tasksup("run", COPY_ADD, "--model", model, "--out", fresh, *FAST, *grow).exit_code == 0
+    assert not (out / "results.jsonl.gz").exists() and lines(out / "results.jsonl")[:3] == records
+    assert len(lines(out / "results.jsonl")) == 5
+    assert [json.loads(s)["prompt"] for s in lines(out / "results.jsonl")] == \
+        [json.loads(s)["prompt"] for s in lines(fresh / "results.jsonl")]
+
+
 def test_different_config_in_same_dir_is_refused(tmp_path, model):
     out = tmp_path / "run"
     assert tasksup("run", COPY_ADD, "--model", model, "--out", out, *FAST).exit_code == 0

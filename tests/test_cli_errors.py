@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -149,6 +150,10 @@ CASES = {
     "model missing a tensor": (["run", FIG2, "--model", "{missing_tensor}"],
                                "its weights lack 1 of the model's tensors (transformer.h.1.mlp.c_fc.weight"),
     "unknown device": (["run", FIG2, "--model", RET, "--set", "device=gpu0"], "device 'gpu0' is not a torch device"),
+    "hub id neither cached nor reachable": (["run", FIG2, "--model", "no-such-org/no-such-model"],
+                                            "no hub id 'no-such-org/no-such-model' in the Hugging Face cache"),
+    "a recipe kept without weights": (["run", FIG2, "--model", ROOT / "checkpoints/fig2-small/recipes/fig2-small-one-task"],
+                                      "is a training recipe kept without its weights"),
 }
 
 
@@ -167,6 +172,20 @@ def test_malformed_input_is_one_line_exit_2(files, tmp_path, case):
     assert len(lines) == 1 and lines[0].startswith("tasksup: error: "), res.stderr
     assert message in lines[0], lines[0]
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["run", FIG2, "--model", "DIR"], {"HF_HUB_OFFLINE": "1"}, "no hub id 'DIR' in the Hugging Face cache (HF_HUB_OFFLINE is set)"),
+    (["run", ROOT / "configs" / "fig2_add_translate_gpt35.yaml"], {"OPENAI_API_KEY": None},
+     "OpenAI's API needs a key, and $OPENAI_API_KEY is not set")])
+def test_unreachable_models_fail_at_once(args, env, message, tmp_path):
+    """A README placeholder or an API without its key: one line within seconds, before any retry."""
+    full = {k: v for k, v in {**ENV, **env}.items() if v is not None}
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "tasksup.cli", *map(str, args), "--out", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, env=full, timeout=120)
+    assert res.returncode == 2 and stderr_lines(res) == [f"tasksup: error: {stderr_lines(res)[0][16:]}"]
+    assert message in res.stderr and time.monotonic() - start < 20
 
 
 def test_prompt_longer_than_the_context_is_the_last_line(tmp_path):

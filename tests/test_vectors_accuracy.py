@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tasksup import TasksupError, get_task, load_model
 from tasksup.cli import app
 from tasksup.decoding import PromptState, sample_outputs
 from tasksup.runner import run_config
-from tasksup.tasks import PromptBuilder, check_fits
+from tasksup.tasks import check_fits
 from tasksup.testing import ARCHITECTURES, save_tiny_model
 from tasksup.vectors import Patch, last_token_states, lone_queries, patching, task_vectors
 from tasksup.vectors.extract import task_prompts
@@ -91,16 +92,24 @@ def largest_m(message: str) -> int:
 
 
 def test_the_error_names_the_largest_m_that_fits(short_model):
+    """The check counts the prompts that will run: m fits exactly when its longest prompt with the decoding budget
+    fits, and the error names the largest such m."""
     lm = load_model(str(short_model), device="cpu")
-    builder = PromptBuilder([TASK])
-    with pytest.raises(TasksupError, match=r"n_examples=60 needs up to \d+ tokens but .*'s context is 128") as e:
-        check_fits(lm, builder, 60, generate=6)
+
+    def prompts(k):
+        return ((p.text, p.answers) for p in task_prompts(TASK, 20, k, seed=0, task_index=0))
+
+    def fits(k):  # slow and obvious: every prompt, encoded whole
+        return max(len(lm.encode(p.text)) + max(6, *(len(lm.encode_bare(a)) for a in p.answers))
+                   for p in task_prompts(TASK, 20, k, seed=0, task_index=0)) <= 128
+
+    with pytest.raises(TasksupError, match=r"n_examples=60 needs \d+ tokens but .*'s context is 128") as e:
+        check_fits(lm, prompts, 60, generate=6)
     m = largest_m(str(e.value))
-    check_fits(lm, builder, m, generate=6)
+    assert fits(m) and not fits(m + 1)
+    check_fits(lm, prompts, m, generate=6)
     with pytest.raises(TasksupError, match=f"the largest m that fits is {m} "):
-        check_fits(lm, builder, m + 1, generate=6)
-    for p in task_prompts(TASK, 20, m, seed=0, task_index=0):  # the bound is conservative: real prompts fit
-        assert len(lm.encode(p.text)) + 6 <= 128
+        check_fits(lm, prompts, m + 1, generate=6)
 
 
 def test_cli_and_run_stop_before_computing(short_model, tmp_path):
@@ -111,3 +120,29 @@ def test_cli_and_run_stop_before_computing(short_model, tmp_path):
         run_config(ROOT / "configs" / "fig3_ret.yaml", model=str(short_model), out=tmp_path, progress=False,
                    overrides=["n_examples=500"])
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_the_papers_fig2a_fits_a_2048_context_on_the_real_gpt2_vocabulary(real_vocab_lm):
+    """The check is on the prompts that run: Fig. 2a's m = 80 (configs/fig2_add_translate.yaml, 100 prompts)
+    fits GPT-2's 2,048 tokens (a per-example bound claimed 2,510), and a context one token shorter than the longest
+    prompt with its answer is refused."""
+    from types import SimpleNamespace
+
+    from tasksup.config import build_config, read_yaml
+    from tasksup.experiments import mixture
+    from tasksup.tasks import PromptBuilder, resolve_tasks
+
+    lm = real_vocab_lm("gpt2")
+    cfg = build_config(mixture.Config, read_yaml(ROOT / "configs" / "fig2_add_translate.yaml"), source="fig2a")
+    builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
+
+    def prompts(k):
+        return [(p.text, p.answers) for i in range(cfg.n_prompts)
+                for p in [mixture.build_prompt(dataclasses.replace(cfg, n_examples=k), builder, i)]]
+
+    longest = max(len(lm.encode(t)) + max(len(lm.encode_bare(a)) for a in ans) for t, ans in prompts(80))
+    assert cfg.n_examples == 80 and longest < 1600
+    check_fits(SimpleNamespace(max_context=2048, tokenizer=lm.tokenizer, encode=lm.encode, name="gpt2"), prompts, 80)
+    with pytest.raises(TasksupError, match="n_examples=80 needs .* the largest m that fits is 7[0-9] "):
+        check_fits(SimpleNamespace(max_context=longest - 1, tokenizer=lm.tokenizer, encode=lm.encode, name="gpt2"),
+                   prompts, 80)

@@ -87,6 +87,28 @@ def summarize(
 
 
 @app.command()
+def pack(
+    paths: List[Path] = typer.Argument(..., help="Results folders, or folders above them: every results folder "
+                                                 "below is done."),
+):
+    """Gzip each folder's results.jsonl into results.jsonl.gz (about a fifth of the bytes), e.g. before committing
+    results. Every command reads either file; a run that grows again unpacks it first.
+
+    Example: tasksup pack results/fig3_ret
+    """
+    from tasksup.results import RECORDS, pack as pack_folder
+    from tasksup.runner import result_folders
+
+    before = after = 0
+    for folder in result_folders(paths):
+        if (folder / RECORDS).is_file():
+            b, a = pack_folder(folder)
+            before, after = before + b, after + a
+            typer.echo(f"packed {folder}: {b:,} -> {a:,} bytes")
+    typer.echo(f"{before:,} -> {after:,} bytes in all")
+
+
+@app.command()
 def refingerprint(
     paths: List[Path] = typer.Argument(..., help="Results folders, or folders above them: every results folder "
                                                  "below is done."),

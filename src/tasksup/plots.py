@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -16,11 +17,22 @@ import numpy as np  # noqa: E402
 def save(fig, stem: Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight", dpi=150)
+    png, pdf = stem.with_suffix(".png"), stem.with_suffix(".pdf")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", dpi=150)
+    compact_png(buffer, png)
+    fig.savefig(pdf, bbox_inches="tight", dpi=150)
     plt.close(fig)
-    return paths
+    return [png, pdf]
+
+
+def compact_png(source, target: Path) -> None:
+    """A PNG in a 256-colour palette: a third of the bytes of matplotlib's RGBA, and no visible change for line
+    and box plots (the PDF keeps the vector original)."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(256).save(target, optimize=True)
 
 
 def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mixture: Sequence[float], title: str,

@@ -5,6 +5,7 @@ Layout::
     config.json      the validated config, as run
     run.json         seed, model identity, package versions, command, git commit, times
     results.jsonl    one JSON object per prompt, appended and flushed as each is computed
+                     (results.jsonl.gz once packed by `tasksup pack`: read alike, unpacked when the run grows)
     summary.json     aggregate numbers;  summary.csv  the same as a table
 
 Re-running the same command resumes: records whose ``index`` is already in ``results.jsonl`` are
@@ -15,6 +16,7 @@ same directory is refused rather than mixed in.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import platform
@@ -74,6 +76,29 @@ def write_summary_files(path: Path, summary: dict, rows: list[dict]) -> None:
             writer.writerows(rows)
 
 
+RECORDS, PACKED = "results.jsonl", "results.jsonl.gz"
+
+
+def records_file(folder: Path) -> Path:
+    """A folder's per-prompt records: ``results.jsonl``, or ``results.jsonl.gz`` once packed (``tasksup pack``)."""
+    plain = Path(folder) / RECORDS
+    return plain if plain.is_file() or not (Path(folder) / PACKED).is_file() else Path(folder) / PACKED
+
+
+def pack(folder: Path) -> tuple[int, int]:
+    """Gzip a folder's ``results.jsonl`` into ``results.jsonl.gz`` (bytes before, after). The same records give the
+    same bytes (no timestamp), every reader takes either file, and a run that grows again unpacks it first. Why:
+    committed per-prompt records are a fifth of their size packed."""
+    plain = Path(folder) / RECORDS
+    data = plain.read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise TasksupError(f"{plain} ends in a line cut short (an interrupted run): resume it with `tasksup run` first")
+    packed = gzip.compress(data, compresslevel=9, mtime=0)
+    (Path(folder) / PACKED).write_bytes(packed)
+    plain.unlink()
+    return len(data), len(packed)
+
+
 class RunDir:
     def __init__(self, path: str | Path, config: dict, *, seed: int | None = None, model: dict | None = None,
                  resumable: set = RESUMABLE_KEYS, record: bool = True):
@@ -87,7 +112,8 @@ class RunDir:
         self.jsonl = self.path / "results.jsonl"
         cfg_file, meta_file = self.path / "config.json", self.path / "run.json"
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        resuming = cfg_file.is_file() and self.jsonl.is_file() and self.jsonl.stat().st_size > 0
+        found = records_file(self.path)
+        resuming = cfg_file.is_file() and found.is_file() and found.stat().st_size > 0
         if resuming:
             was, now = ((m or {}).get("fingerprint") or "" for m in (meta.get("model"), model))
             if was and not was.startswith(MODEL_FINGERPRINT) and now.startswith(MODEL_FINGERPRINT):
@@ -123,13 +149,15 @@ class RunDir:
             self.jsonl.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def records(self) -> list[dict]:
-        return self.read_records(self.jsonl)
+        return self.read_records(records_file(self.path))
 
     @staticmethod
     def read_records(jsonl: Path) -> list[dict]:
+        """The records of a ``results.jsonl`` or of its packed ``.gz``."""
         if not jsonl.is_file():
             return []
-        return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        text = gzip.decompress(jsonl.read_bytes()).decode() if jsonl.suffix == ".gz" else jsonl.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     def done(self, key: str = "index") -> set:
         return {r[key] if not isinstance(r[key], list) else tuple(r[key]) for r in self.records()}
@@ -153,6 +181,10 @@ class RunDir:
         if records and not self._recorded:
             self.record_segment()
         self.appended += len(records)
+        packed = self.path / PACKED
+        if records and packed.is_file() and not self.jsonl.is_file():  # a packed run grows: unpack it first
+            self.jsonl.write_bytes(gzip.decompress(packed.read_bytes()))
+            packed.unlink()
         with self.jsonl.open("a") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -12,7 +12,8 @@ from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
 from tasksup.errors import TasksupError
 from tasksup.experiments import get_experiment
 from tasksup.logs import logged_to
-from tasksup.results import RESUMABLE_KEYS, RunDir, config_changes, git_commit, write_summary_files
+from tasksup.results import (PACKED, RECORDS, RESUMABLE_KEYS, RunDir, config_changes, git_commit, records_file,
+                             write_summary_files)
 from tasksup.tasks import load_task_file
 
 
@@ -77,8 +78,9 @@ def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
     with logged_to(run_dir.path / LOG_FILE):
         try:
             experiment.run(cfg, lm, run_dir, progress)
-        finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error
-            if hasattr(lm, "usage"):
+        finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error; an
+            # invocation that sent nothing and appended nothing changes no file
+            if hasattr(lm, "usage") and (run_dir.appended or lm.usage()["requests"]):
                 run_dir.log_remote_usage(lm.usage())
         finish(experiment, cfg, run_dir, remote_usage=lm.usage() if hasattr(lm, "usage") else None)
     return run_dir
@@ -104,7 +106,7 @@ def kept_member(experiment, cfg, path: Path) -> Path | None:
     """
     if Path(cfg.model).exists() or not hasattr(experiment, "describe_model"):
         return None
-    files = [path / f for f in ("config.json", "run.json", "summary.json", CHECKPOINT_FILE, "results.jsonl")]
+    files = [path / f for f in ("config.json", "run.json", "summary.json", CHECKPOINT_FILE)] + [records_file(path)]
     if not all(f.is_file() for f in files):
         return None
     if config_changes(json.loads(files[0].read_text()), to_dict(cfg), RESUMABLE_KEYS - {"n_prompts"}):
@@ -157,14 +159,15 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
 
 
 def result_folders(paths: list[str | Path]) -> list[Path]:
-    """The run folders in ``paths``: a path holding ``config.json`` and ``results.jsonl`` itself, else every
-    folder below it that does (sorted)."""
+    """The run folders in ``paths``: a path holding ``config.json`` and ``results.jsonl`` (or its packed ``.gz``)
+    itself, else every folder below it that does (sorted)."""
     found = []
     for p in map(Path, paths):
         if not p.is_dir():
             raise TasksupError(f"{p} is not a folder")
-        here = [p] if (p / "config.json").is_file() and (p / "results.jsonl").is_file() else \
-            sorted(f.parent for f in p.rglob("results.jsonl") if (f.parent / "config.json").is_file())
+        here = [p] if (p / "config.json").is_file() and records_file(p).is_file() else \
+            sorted({f.parent for f in p.rglob("results.jsonl*")
+                    if f.name in (RECORDS, PACKED) and (f.parent / "config.json").is_file()})
         if not here:
             raise TasksupError(f"{p} holds no results folder (config.json and results.jsonl)")
         found += [f for f in here if f not in found]
@@ -191,7 +194,7 @@ def resummarize(path: str | Path) -> list[Path]:
     for f in cfg.task_files:
         load_task_file(f)
     try:
-        records = RunDir.read_records(path / "results.jsonl")
+        records = RunDir.read_records(records_file(path))
     except json.JSONDecodeError:
         raise TasksupError(f"{path}/results.jsonl has a line cut short (an interrupted run): resume it with "
                            "`tasksup run` first") from None

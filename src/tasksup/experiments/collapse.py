@@ -25,7 +25,7 @@ the shares, in bits (at most log2 K).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -248,7 +248,9 @@ def prompt_record(lm, cfg: Config, builder: PromptBuilder, index: int) -> dict:
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    check_fits(lm, builder, cfg.n_examples, terminator=cfg.delimiter, generate=cfg.max_tokens)
+    check_fits(lm, lambda k: ((p.text, p.answers) for i in range(cfg.n_prompts)
+                              for p in [build_prompt(replace(cfg, n_examples=k), builder, i)]),
+               cfg.n_examples, terminator=cfg.delimiter, generate=cfg.max_tokens)
     done = run_dir.done()
     todo = [i for i in range(cfg.n_prompts) if i not in done]
     bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +88,9 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     names = [t.name for t in family]
     a, b = names.index(cfg.tasks[0]), names.index(cfg.tasks[1])
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    check_fits(lm, PromptBuilder(family, cfg.delimiter), cfg.n_examples, terminator=cfg.terminator)
+    check_fits(lm, lambda k: ((p.text, [t.answer(p.query) for t in family])
+                              for p in lambda_sweep.all_prompts(replace(cfg, n_examples=k), builder)),
+               cfg.n_examples, terminator=cfg.terminator)
     total = n_records(cfg)
     done = run_dir.done()
     todo = [i for i in range(total) if i not in done]

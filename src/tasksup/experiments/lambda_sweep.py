@@ -14,7 +14,7 @@ and, beside them, box plots of P(A) and P(B) per prompt. Fields: docs/summaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from scipy.stats import pearsonr
@@ -50,6 +50,13 @@ def mixture_config(cfg: Config, lam: float) -> mixture.Config:
     return mixture.Config(**dict(shared, experiment="mixture", mixture=[lam, 1.0 - lam]))
 
 
+def all_prompts(cfg, builder: PromptBuilder) -> list:
+    """Every prompt of a sweep (this experiment's or emergence's config), by index: index i holds lambda
+    ``lambdas[i // n_prompts]``."""
+    return [mixture.build_prompt(mixture_config(cfg, cfg.lambdas[i // cfg.n_prompts]), builder, i)
+            for i in range(len(cfg.lambdas) * cfg.n_prompts)]
+
+
 def check(cfg: Config) -> None:
     if len(cfg.tasks) != 2:
         raise TasksupError(f"lambda_sweep mixes exactly two tasks (A, B), got {cfg.tasks}")
@@ -65,7 +72,8 @@ def check(cfg: Config) -> None:
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
+    check_fits(lm, lambda k: ((p.text, p.answers) for p in all_prompts(replace(cfg, n_examples=k), builder)), cfg.n_examples,
+               terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
     total = len(cfg.lambdas) * cfg.n_prompts
     done = run_dir.done()
     todo = [i for i in range(total) if i not in done]

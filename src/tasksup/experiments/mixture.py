@@ -8,7 +8,7 @@ pick one, and whose example's?). Fields: docs/summaries.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -72,7 +72,9 @@ def score_record(cfg: Config, lm, prompts: list, indices: list[int]) -> list[dic
 
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
+    check_fits(lm, lambda k: ((p.text, p.answers) for i in range(cfg.n_prompts)
+                              for p in [build_prompt(replace(cfg, n_examples=k), builder, i)]),
+               cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens if cfg.top_k else 0)
     done = run_dir.done()  # read once: calling it per prompt re-parses the whole JSONL n_prompts times
     todo = [i for i in range(cfg.n_prompts) if i not in done]
     bar = tqdm(total=cfg.n_prompts, initial=cfg.n_prompts - len(todo), desc="prompts", disable=not progress)

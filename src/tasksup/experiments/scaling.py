@@ -92,7 +92,9 @@ def check(cfg: Config) -> None:
 def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     """Score every (distribution, prompt) not yet in ``run_dir``, a batch of prompts at a time."""
     builder = PromptBuilder(resolve_tasks(cfg.tasks), cfg.delimiter)
-    check_fits(lm, builder, cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens)
+    check_fits(lm, lambda k: ((p.text, p.answers) for name in cfg.distributions for i in range(cfg.n_prompts)
+                              for p in [mixture.build_prompt(member_config(dataclasses.replace(cfg, n_examples=k), name), builder, i)]),
+               cfg.n_examples, terminator=cfg.terminator, generate=cfg.top_max_tokens)
     done = {(r["distribution"], r["index"]) for r in run_dir.records()}
     total = len(cfg.distributions) * cfg.n_prompts
     bar = tqdm(total=total, initial=len(done), desc=f"{lm.name} prompts", disable=not progress)

@@ -36,6 +36,10 @@ def check_model_dir(path: str, name: str) -> None:
     """One-line errors for a local model folder that cannot load: no or invalid config.json, no tokenizer
     (transformers would otherwise build an unrelated tokenizer from the model type), no weights."""
     config = Path(path) / "config.json"
+    if not config.is_file() and (Path(path) / "train_config.yaml").is_file() and \
+            not any((Path(path) / f).is_file() for f in WEIGHT_FILES):
+        raise TasksupError(f"{name!r} is a training recipe kept without its weights (config and log only); re-make "
+                           f"it with: tasksup train {Path(name) / 'train_config.yaml'} --out {name}")
     if not config.is_file():
         raise TasksupError(f"model directory {name!r} has no config.json (not a Hugging Face model folder)")
     try:
@@ -47,6 +51,28 @@ def check_model_dir(path: str, name: str) -> None:
         raise TasksupError(f"model directory {name!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
     if not any((Path(path) / f).is_file() for f in WEIGHT_FILES):
         raise TasksupError(f"model directory {name!r} has no weights (none of {', '.join(WEIGHT_FILES)})")
+
+
+def check_hub_id(name: str) -> None:
+    """A hub id must be in the local Hugging Face cache or on a reachable hub. Asked first, so that a mistyped
+    folder name fails in one line, not after transformers' ~50 s of retries."""
+    import huggingface_hub as hub
+    from huggingface_hub import constants, errors
+
+    if isinstance(hub.try_to_load_from_cache(name, "config.json"), str):
+        return
+    where = f"no folder {name!r} here, and no hub id {name!r} in the Hugging Face cache"
+    if constants.is_offline_mode():
+        raise TasksupError(f"model {name!r}: {where} (HF_HUB_OFFLINE is set)")
+    try:
+        hub.model_info(name, timeout=10)
+    except errors.GatedRepoError:
+        return  # a token may open it: the download says
+    except (errors.RepositoryNotFoundError, errors.HFValidationError):
+        raise TasksupError(f"model {name!r}: {where}, nor on the hub") from None
+    except Exception as e:  # no network (this check is then immediate with HF_HUB_OFFLINE=1)
+        raise TasksupError(f"model {name!r}: {where}, and the hub cannot be reached ({_first_line(e)}); "
+                           "HF_HUB_OFFLINE=1 skips the hub") from None
 
 
 def _checked_device(device: str) -> str:
@@ -100,7 +126,8 @@ def load_model(name_or_path: str, *, dtype: str | None = None, device: str | Non
     elif _looks_like_path(name):
         raise TasksupError(f"model directory {name!r} does not exist")
     else:
-        source = name  # a hub id; works offline only if it is in the local HF cache
+        check_hub_id(name)
+        source = name
     if dtype is not None and dtype not in DTYPES:
         raise TasksupError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 

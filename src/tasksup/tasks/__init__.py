@@ -24,6 +24,6 @@ register_paper_families()
 __all__ = [
     "Family", "InputSpace", "MixturePrompt", "PromptBuilder", "Task", "TrainingSequence", "all_families", "all_tasks",
     "check_fits", "example_counts", "example_inputs", "get_family", "get_input_space", "get_task", "load_task_file",
-    "normalize_mixture", "parse_query", "query_answers",
+    "mixed_training_sequence", "normalize_mixture", "parse_query", "query_answers",
     "register_family", "register_task", "resolve_tasks",
 ]

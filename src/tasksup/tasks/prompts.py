@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -17,7 +17,6 @@ from tasksup.tasks.registry import Input, Task
 
 MAX_QUERY_DRAWS = 10_000
 SUM_TOLERANCE = 1e-6
-FIT_INPUTS = 1000  # inputs drawn to find the longest example, query and answer of a task space
 
 
 def _as_float(v, where: str) -> float:
@@ -220,35 +219,46 @@ class PromptBuilder:
                            "a task with more than one answer")
 
 
-def check_fits(lm, builder: PromptBuilder, m: int, *, terminator: str | None = None, generate: int = 0,
-               fix: str = "--set n_examples={m}") -> None:
-    """Stop with a one-line error, before any computation, when prompts of ``m`` examples may not fit
-    ``lm``'s context; the error names the largest m that fits and ``fix`` (formatted with it).
+def check_fits(lm, prompts: Callable[[int], Iterable[tuple[str, Sequence[str]]]], m: int, *,
+               terminator: str | None = None, generate: int = 0, fix: str = "--set n_examples={m}") -> None:
+    """Stop with a one-line error, before any computation, when a prompt that will run does not fit ``lm``'s
+    context; the error names the largest m whose prompts fit and ``fix`` (formatted with it).
 
-    Counted conservatively: the special tokens, m times the longest example with its delimiter, the
-    longest query, then the longest answer with ``terminator`` or ``generate`` tokens (a search or
-    decoding budget), whichever is more; each longest over ``FIT_INPUTS`` inputs drawn from the
-    space, each part tokenized on its own (tokens merging across parts only make a prompt shorter).
-    A model with no known context or no local tokenizer (a remote model) is not checked.
+    ``prompts(k)``: the (text, answers) pairs the run will score with k examples (they are deterministic from the
+    seed, so these are exactly the prompts it runs). A prompt needs its tokens, special ones included, and then its
+    longest answer with ``terminator`` or ``generate`` tokens (a search or decoding budget), whichever is more; the
+    answer is tokenized on its own (tokens merging across the boundary only make the sequence shorter). The largest
+    m is found by bisection over k < m. A model with no known context or no local tokenizer (a remote model) is
+    not checked.
     """
     limit = lm.max_context
     if limit is None or getattr(lm, "tokenizer", None) is None:
         return
-    rng = np.random.default_rng(0)
-    inputs = list({builder.query_text(x): x for x in (builder.space.sample(rng) for _ in range(FIT_INPUTS))}.values())
+    special = len(lm.encode(""))
 
-    def longest(texts) -> int:
-        return max(len(ids) for ids in lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    def need(k: int) -> int:
+        pairs = list(prompts(k))
+        texts = lm.tokenizer([t for t, _ in pairs], add_special_tokens=False)["input_ids"]
+        ends = lm.tokenizer([a + (terminator or "") for _, ans in pairs for a in ans], add_special_tokens=False)
+        answers, start = [], 0
+        for _, ans in pairs:
+            answers.append(max(len(ids) for ids in ends["input_ids"][start:start + len(ans)]))
+            start += len(ans)
+        return special + max(len(t) + max(a, generate) for t, a in zip(texts, answers))
 
-    example = longest(builder.example(t, x) + builder.delimiter for t in builder.tasks for x in inputs)
-    answer = longest(t.answer(x) + (terminator or "") for t in builder.tasks for x in inputs)
-    fixed = len(lm.encode("")) + longest(builder.query_text(x) for x in inputs) + max(answer, generate)
-    need = fixed + m * example
-    if need > limit:
-        most = (limit - fixed) // example
-        fits = (f"the largest m that fits is {most} (set {fix.format(m=most)})" if most >= 1
-                else "not even one example fits")
-        raise TasksupError(f"n_examples={m} needs up to {need} tokens but {lm.name}'s context is {limit}: {fits}")
+    needed = need(m)
+    if needed <= limit:
+        return
+    low, high = 0, m  # need(low) fits (0: nothing known to fit), need(high) does not
+    while high - low > 1:
+        mid = (low + high) // 2
+        try:
+            fits_mid = need(mid) <= limit
+        except TasksupError:  # too few examples to build this run's prompts
+            fits_mid = False
+        low, high = (mid, high) if fits_mid else (low, mid)
+    fits = f"the largest m that fits is {low} (set {fix.format(m=low)})" if low >= 1 else "not even one example fits"
+    raise TasksupError(f"n_examples={m} needs {needed} tokens but {lm.name}'s context is {limit}: {fits}")
 
 
 class _SequenceLines:

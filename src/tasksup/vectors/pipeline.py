@@ -133,8 +133,9 @@ def prepare(cfg: VectorConfig, lm, out_dir: Path, progress: bool = True, *, gene
     budget = cfg.top1_max_tokens or output_budget(
         lm, [p.answers[0] for ps in prompts.values() for p in ps] + [a for qs in lone.values() for _, a in qs],
         cfg.delimiter)
-    check_fits(lm, PromptBuilder(tasks, cfg.delimiter), cfg.n_examples, terminator=cfg.terminator,
-               generate=max(budget, generate), fix=fix)
+    check_fits(lm, lambda k: ((p.text, p.answers) for j, t in enumerate(tasks)
+                              for p in task_prompts(t, cfg.n_prompts, k, cfg.seed, j, cfg.delimiter)),
+               cfg.n_examples, terminator=cfg.terminator, generate=max(budget, generate), fix=fix)
     report = _read_report(out_dir / LAYERS_FILE, _settings(cfg))
     vec_file = out_dir / VECTORS_FILE
     tensors = load_file(str(vec_file)) if vec_file.is_file() else {}

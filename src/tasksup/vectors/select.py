@@ -18,7 +18,6 @@ the delimiter). Two measures (``measure``; the config key and CLI option ``accur
 
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
 from dataclasses import dataclass

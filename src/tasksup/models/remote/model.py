@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -32,6 +34,7 @@ from tasksup.models.wrapper import LanguageModel, Scores
 from tasksup.scoring import common_prefix_len
 
 MODES = ("exact", "approximate")
+OPENAI_API = "https://api.openai.com/v1"
 PROMPT_IDS = ("auto", "always", "never")
 PROBE_TEXT = "Hello world\n1+1=2\n"
 
@@ -301,7 +304,10 @@ def load_remote_model(name: str, *, base_url: str | None = None, batch_size: int
     if not model:
         raise TasksupError("remote models are named openai:MODEL, e.g. openai:meta-llama/Llama-3.1-70B")
     cache_path = None if s.cache == "off" else Path(s.cache) if s.cache else cache_dir() / "remote"
-    client = CompletionsClient(base_url or "https://api.openai.com/v1", api_key_env=s.api_key_env,
+    base_url = base_url or OPENAI_API
+    if urlparse(base_url).hostname == urlparse(OPENAI_API).hostname and not os.environ.get(s.api_key_env):
+        raise TasksupError(f"{name}: OpenAI's API needs a key, and ${s.api_key_env} is not set")
+    client = CompletionsClient(base_url, api_key_env=s.api_key_env,
                                concurrency=s.concurrency, max_retries=s.max_retries, backoff=s.backoff,
                                timeout=s.timeout, cache_dir=cache_path)
     tok = None

@@ -1,3 +1,6 @@
+"""Grow a GPT-2 checkpoint by identity layers (tasksup.models.widen.widen_gpt2), for the copy probes of
+checkpoints/fig2-small/recipes/copy-probes: python scripts/grow_layers.py SRC DST EXTRA_LAYERS.
+Prints the new depth and the largest logit difference to the original (0 up to float error)."""
 import sys, shutil
 from pathlib import Path
 import torch
