@@ -54,6 +54,10 @@ def test_run_writes_results(tmp_path, model, tiny_lm):
         assert len(r["top"]) == 2 and r["r"] == sum(a in [o for o, _ in r["top"]] for a in r["answers"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_prompts"] == 3 and set(summary["per_task"]) == {"copy_op1", "copy_op2", "add_ops"}
+    medians = ", ".join(f"{t} {summary['per_task'][t]['median']:.3f}" for t in ("copy_op1", "copy_op2", "add_ops"))
+    assert res.output.strip().splitlines()[-1] == (f"median P(answer) over 3 prompts: {medians}; other "
+                                                   f"{summary['other']['median']:.3f}; median r {summary['r']['median']:g}; "
+                                                   f"results in {out}")
     assert summary["per_task"]["add_ops"]["median"] == pytest.approx(np.median([r["probs"][2] for r in records]))
     for key in ("other", "kl", "kl_normalized", "r"):
         assert set(summary[key]) == {"mean", "median", "q1", "q3"}

@@ -9,6 +9,7 @@ checked its input); those that need one use copies of the committed checkpoints/
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -239,7 +240,32 @@ def test_third_party_warnings_stay_off_the_terminal(tmp_path):
 def test_successful_run_prints_no_third_party_output(tmp_path):
     res = tasksup("run", FIG3, "--set", "n_prompts=1", "--set", "lambdas=[0.5]", "--no-progress", "--out", tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stderr == "" and res.stdout.strip().splitlines() == [f"results in {tmp_path}"]
+    assert res.stderr == "" and len(res.stdout.strip().splitlines()) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())  # --no-progress still says what it found, and where
+    a, b = summary["tasks"]
+    assert res.stdout.strip() == f"{a} vs {b}: min mean P({a})+P({b}) {summary['min_mean_sum']:.3f}; results in {tmp_path}"
+
+
+def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
+    """SIGINT after the first records: one line naming how many of the prompts are saved, exit 130; the same
+    command then resumes to a complete run."""
+    import signal
+
+    args = [sys.executable, "-m", "tasksup.cli", "run", FIG3, "--set", "n_prompts=40", "--set", "batch_size=1",
+            "--no-progress", "--out", str(tmp_path)]
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((tmp_path / "results.jsonl").is_file()
+                                               and (tmp_path / "results.jsonl").read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    saved = (tmp_path / "results.jsonl").read_text().count("\n")
+    assert proc.returncode == 130, err
+    assert stderr_lines(subprocess.CompletedProcess(args, 130, out, err)) == [
+        f"tasksup: interrupted after {saved}/440 prompts ({tmp_path}); re-run the same command to resume"]
+    again = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and (tmp_path / "results.jsonl").read_text().count("\n") == 440
 
 
 def test_cli_imports_no_torch_before_checking_input():

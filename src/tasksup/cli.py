@@ -51,7 +51,7 @@ def run(
 ):
     """Run an experiment config; re-running the same command resumes where it stopped."""
     from tasksup.errors import TasksupError
-    from tasksup.runner import run_config
+    from tasksup.runner import headline, run_config
 
     if extra_models and models is None:
         raise TasksupError(f"unexpected arguments {extra_models}; several models go after --models")
@@ -60,7 +60,7 @@ def run(
         raise TasksupError("give either --model or --models, not both")
     run_dir = run_config(config, model=model, models=all_models, out=out, overrides=set_, progress=progress,
                          base_url=base_url)
-    typer.echo(f"results in {run_dir.path}")
+    typer.echo("; ".join(filter(None, [headline(run_dir.path), f"results in {run_dir.path}"])))
 
 
 @app.command()

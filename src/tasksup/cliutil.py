@@ -16,6 +16,7 @@ from tasksup.errors import TasksupError
 from tasksup.logs import quiet_third_party
 
 ERROR_EXIT = 2
+INTERRUPT_EXIT = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 # click's UsageError (Typer >= 0.26 vendors click as typer._click, so it is reached through a public subclass)
 UsageError = typer.BadParameter.__base__
 
@@ -55,6 +56,10 @@ class App(typer.Typer):
                 except TasksupError as e:
                     close_progress_bars()
                     raise fail(str(e)) from None
+                except KeyboardInterrupt as e:  # Ctrl-C: what was saved, if the command knows (errors.Interrupted)
+                    close_progress_bars()
+                    typer.echo(f"tasksup: {e or 'interrupted'}", err=True)
+                    raise typer.Exit(INTERRUPT_EXIT) from None
 
             register(guarded)
             return fn

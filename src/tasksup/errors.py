@@ -8,3 +8,7 @@ ordinary exceptions so that they keep their tracebacks.
 
 class TasksupError(Exception):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what was saved: the CLI prints the message and exits with status 130."""

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tasksup.config import apply_overrides, build_config, read_yaml, to_dict
-from tasksup.errors import TasksupError
+from tasksup.errors import Interrupted, TasksupError
 from tasksup.experiments import get_experiment
 from tasksup.logs import logged_to
 from tasksup.results import (PACKED, RECORDS, RESUMABLE_KEYS, RunDir, config_changes, git_commit, records_file,
@@ -78,6 +78,10 @@ def run_model(experiment, cfg, out: Path, progress: bool = True) -> RunDir:
     with logged_to(run_dir.path / LOG_FILE):
         try:
             experiment.run(cfg, lm, run_dir, progress)
+        except KeyboardInterrupt:
+            total = getattr(experiment, "n_records", lambda c: c.n_prompts)(cfg)
+            raise Interrupted(f"interrupted after {len(run_dir.records())}/{total} prompts ({run_dir.path}); "
+                              "re-run the same command to resume") from None
         finally:  # remote models: requests/tokens of this invocation, also when it stopped on an error; an
             # invocation that sent nothing and appended nothing changes no file
             if hasattr(lm, "usage") and (run_dir.appended or lm.usage()["requests"]):
@@ -156,6 +160,14 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
     top.write_summary(summary, rows)
     experiment.plot_models(summary, family, out)
     return top
+
+
+def headline(path: Path) -> str:
+    """The figure's numbers in one line (an experiment's ``headline(summary)``), or "" if it has none."""
+    experiment = get_experiment(json.loads((path / "config.json").read_text()).get("experiment", "mixture"))
+    if not hasattr(experiment, "headline") or not (path / "summary.json").is_file():
+        return ""
+    return experiment.headline(json.loads((path / "summary.json").read_text()))
 
 
 def result_folders(paths: list[str | Path]) -> list[Path]:

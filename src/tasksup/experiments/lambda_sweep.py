@@ -57,6 +57,10 @@ def all_prompts(cfg, builder: PromptBuilder) -> list:
             for i in range(len(cfg.lambdas) * cfg.n_prompts)]
 
 
+def n_records(cfg: Config) -> int:
+    return len(cfg.lambdas) * cfg.n_prompts
+
+
 def check(cfg: Config) -> None:
     if len(cfg.tasks) != 2:
         raise TasksupError(f"lambda_sweep mixes exactly two tasks (A, B), got {cfg.tasks}")
@@ -88,6 +92,13 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
             run_dir.append([dict(r, **{"lambda": cfg.lambdas[j]}) for r in records])
         bar.update(min(cfg.batch_size, len(todo) - start))
     bar.close()
+
+
+def headline(summary: dict) -> str:
+    a, b = summary["tasks"]
+    pearson = summary["pearson_mean_a_vs_lambda"]
+    return (f"{a} vs {b}: " + (f"Pearson(lambda, mean P({a})) {pearson:.4f}; " if pearson is not None else "")
+            + f"min mean P({a})+P({b}) {summary['min_mean_sum']:.3f}")
 
 
 def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:

@@ -85,6 +85,12 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     bar.close()
 
 
+def headline(summary: dict) -> str:
+    probs = ", ".join(f"{name} {q['median']:.3f}" for name, q in summary["per_task"].items())
+    r = f"; median r {summary['r']['median']:g}" if "r" in summary else ""
+    return f"median P(answer) over {summary['n_prompts']} prompts: {probs}; other {summary['other']['median']:.3f}{r}"
+
+
 def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
     tasks = records[0]["tasks"]
     probs = np.array([r["probs"] for r in records])

@@ -109,6 +109,10 @@ def run(cfg: Config, lm, run_dir, progress: bool = True) -> None:
     bar.close()
 
 
+def n_records(cfg: Config) -> int:
+    return len(cfg.distributions) * cfg.n_prompts
+
+
 def _by_distribution(records: list[dict], cfg: Config) -> dict[str, list[dict]]:
     groups = {name: [] for name in cfg.distributions}
     for r in records:
@@ -172,6 +176,15 @@ def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]
         family["models"].append({"name": m["name"], "n_parameters": m["identity"]["n_parameters"],
                                  "distributions": per_dist})
     return family, rows
+
+
+def headline(summary: dict) -> str:
+    """The family's mean r on its first distribution (a model's own summary has ``distributions`` only)."""
+    if "models" not in summary:
+        return ""
+    first = summary["distributions"][0]
+    return f"mean r on {first}: " + ", ".join(
+        f"{model_name(m['name'])} {m['distributions'][first]['r']['mean']:.2f}" for m in summary["models"])
 
 
 def plot_models(summary: dict, cfg: Config, out_dir) -> list:
