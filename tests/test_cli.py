@@ -304,3 +304,21 @@ def test_weights_digest_reads_small_files_whole_and_large_ones_by_samples(tmp_pa
     assert sampled != base and sampled.startswith(f"{5 * mib}:")
     assert digest(7) != sampled and digest(5 * mib // 2) != sampled and digest(5 * mib - 1) != sampled
     assert digest(mib + 7) == sampled  # between the samples: the documented blind spot of large files
+
+
+def test_every_command_has_an_example_and_flags_show_no_value():
+    import typer.main
+
+    def leaves(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from leaves(sub, path + [name])
+        else:
+            yield path
+
+    paths = list(leaves(typer.main.get_command(app), []))
+    assert len(paths) >= 12
+    for path in paths:
+        res = tasksup(*path, "--help")
+        assert res.exit_code == 0 and f"Example: tasksup {' '.join(path)} " in res.output, path
+        assert "<bool>" not in res.output and "[default: False]" not in res.output, path

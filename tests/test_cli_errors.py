@@ -150,7 +150,7 @@ CASES = {
     "model with garbage weights": (["run", FIG2, "--model", "{garbage_weights}"], "could not load model"),
     "model missing a tensor": (["run", FIG2, "--model", "{missing_tensor}"],
                                "its weights lack 1 of the model's tensors (transformer.h.1.mlp.c_fc.weight"),
-    "unknown device": (["run", FIG2, "--model", RET, "--set", "device=gpu0"], "device 'gpu0' is not a torch device"),
+    "unknown device": (["run", FIG2, "--model", RET, "--device", "gpu0"], "device 'gpu0' is not a torch device"),
     "hub id neither cached nor reachable": (["run", FIG2, "--model", "no-such-org/no-such-model"],
                                             "no hub id 'no-such-org/no-such-model' in the Hugging Face cache"),
     "a recipe kept without weights": (["run", FIG2, "--model", ROOT / "checkpoints/fig2-small/recipes/fig2-small-one-task"],

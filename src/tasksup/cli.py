@@ -46,10 +46,17 @@ def run(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Server of an openai:NAME model, e.g. http://127.0.0.1:8000/v1."),
     models: Optional[str] = typer.Option(None, "--models", help="Several models (experiments that compare models)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results directory (default results/<config>/<model>; a model family: results/<config>)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                help="Override a config value (repeatable)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (default: the config's)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
-    """Run an experiment config; re-running the same command resumes where it stopped."""
+    """Run an experiment config; re-running the same command resumes where it stopped.
+
+    \b
+    Example: tasksup run configs/fig3_ret.yaml --set n_prompts=10 --out runs/fig3_ret_10
+    """
     from tasksup.errors import TasksupError
     from tasksup.runner import headline, run_config
 
@@ -58,6 +65,7 @@ def run(
     all_models = ([models] + list(extra_models or [])) if models is not None else None
     if all_models is not None and model is not None:
         raise TasksupError("give either --model or --models, not both")
+    set_ = list(set_ or []) + [f"{k}={v}" for k, v in (("dtype", dtype), ("device", device)) if v is not None]
     run_dir = run_config(config, model=model, models=all_models, out=out, overrides=set_, progress=progress,
                          base_url=base_url)
     typer.echo("; ".join(filter(None, [headline(run_dir.path), f"results in {run_dir.path}"])))
@@ -68,7 +76,11 @@ def summarize(
     paths: List[Path] = typer.Argument(..., help="Results folders (each with config.json and results.jsonl), or "
                                                  "folders above them: every results folder below is done."),
 ):
-    """Rewrite the summary and figures of finished runs from their results.jsonl: no model, nothing scored."""
+    """Rewrite the summary and figures of finished runs from their results.jsonl: no model, nothing scored.
+
+    \b
+    Example: tasksup summarize results/fig3_ret
+    """
     from tasksup.errors import TasksupError
     from tasksup.runner import result_folders, resummarize
 
@@ -94,6 +106,7 @@ def pack(
     """Gzip each folder's results.jsonl into results.jsonl.gz (about a fifth of the bytes), e.g. before committing
     results. Every command reads either file; a run that grows again unpacks it first.
 
+    \b
     Example: tasksup pack results/fig3_ret
     """
     from tasksup.results import RECORDS, pack as pack_folder
@@ -116,6 +129,7 @@ def refingerprint(
     """Verify results folders whose run.json holds an older model fingerprint against the checkpoint each names,
     and upgrade them, so that they accept new rows again.
 
+    \b
     Example: tasksup refingerprint results/fig3_ret
     """
     from tasksup.errors import TasksupError
@@ -137,14 +151,19 @@ def train(
     config: Path = typer.Argument(..., help="A training config (configs/train_*.yaml; keys in docs/training.md)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default runs/<config name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --out."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config value: key=value (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                help="Override a config value (repeatable)."),
     stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Save and stop at this step (--resume continues)."),
     finish: bool = typer.Option(False, "--finish", help="Where --stop-after stops, also write the final evaluation, "
                                 "curves and train_summary.json (the run stays resumable)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Train a GPT-2 from scratch: one task per sequence (paper §4, Eq. 1), or a mixed corpus with mix_share; works
-    under `accelerate launch`."""
+    under `accelerate launch`.
+
+    \b
+    Example: tasksup train configs/train_numeric6_mixed_xs.yaml --out runs/numeric6-mixed-xs
+    """
     from tasksup.config import check_options
 
     check_options(stop_after=stop_after)
@@ -163,7 +182,11 @@ def train_curves(
     out: Path = typer.Option(..., "--out", help="Figure path without suffix (writes .png and .pdf)."),
     title: str = typer.Option("", "--title"),
 ):
-    """Loss and per-task accuracy curves of training runs side by side; the step each plateau broke."""
+    """Loss and per-task accuracy curves of training runs side by side; the step each plateau broke.
+
+    \b
+    Example: tasksup train-curves checkpoints/numeric6-mixed-s checkpoints/numeric6-mixed-m
+    """
     import json
 
     from tasksup.train.curves import plot_curves, read_curves
@@ -177,7 +200,11 @@ def train_curves(
 
 @app.command()
 def tasks(file: Optional[List[Path]] = typer.Option(None, "--file", help="Also load tasks declared in a YAML file.")):
-    """List every registered task family and task with one example each."""
+    """List every registered task family and task with one example each.
+
+    \b
+    Example: tasksup tasks --file my_tasks.yaml
+    """
     from tasksup.tasks import all_families, all_tasks, load_task_file
 
     for f in file or []:
@@ -226,10 +253,14 @@ def bench_scoring(
     prompt_tokens: int = typer.Option(750, help="Approximate prompt length in tokens."),
     prompts: int = typer.Option(3, help="Prompts per K."),
     repeats: int = typer.Option(5, help="Timed repeats per prompt (median)."),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
 ):
-    """Exact scoring (K=4, K=6) and top-k search vs the released code's method: time ratios, peak memory."""
+    """Exact scoring (K=4, K=6) and top-k search vs the released code's method: time ratios, peak memory.
+
+    \b
+    Example: tasksup bench scoring --json --threads 1
+    """
     from tasksup.config import check_options
 
     check_options(layers=layers, width=width, prompt_tokens=prompt_tokens, prompts=prompts, repeats=repeats,

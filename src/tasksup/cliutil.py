@@ -42,6 +42,7 @@ class App(typer.Typer):
     def __init__(self, **kwargs):
         kwargs.setdefault("pretty_exceptions_enable", False)
         kwargs.setdefault("no_args_is_help", True)
+        kwargs.setdefault("rich_markup_mode", None)  # plain help: flags show no "<bool>" value
         super().__init__(**kwargs)
 
     def command(self, *args, **kwargs):

@@ -54,7 +54,11 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="End with the report as one JSON line."),
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Also write verify.json and verify.md here."),
 ) -> None:
-    """Build both variants on random tasks, proportions and inputs; report weight/output errors and the size used."""
+    """Build both variants on random tasks, proportions and inputs; report weight/output errors and the size used.
+
+    \b
+    Example: tasksup theory verify --config configs/theory_verify.yaml
+    """
     check_options(seed=seed, trials=trials, k=k, m=m, d=d, n=n, min_separation=min_separation)
     if output_dir is not None and output_dir.exists() and not output_dir.is_dir():
         raise TasksupError(f"--output-dir {str(output_dir)!r} is a file, not a directory")

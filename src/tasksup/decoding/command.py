@@ -48,7 +48,11 @@ def decode_command(
     device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
 ):
-    """The k most probable complete outputs of one prompt (exact), the task each answers, the task mixture."""
+    """The k most probable complete outputs of one prompt (exact), the task each answers, the task mixture.
+
+    \b
+    Example: tasksup decode --model checkpoints/translate-small --prompt-file configs/prompts/translate.txt --tasks translate
+    """
     from tasksup.tasks import load_task_file
 
     check_options(k=k, max_tokens=max_tokens, dtype=dtype)
@@ -120,7 +124,11 @@ def bench_decode_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object on the last line."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ):
-    """Task answers recovered and cost: best-first vs K greedy single-task decodes vs sampling vs Superposed Decoding."""
+    """Task answers recovered and cost: best-first vs K greedy single-task decodes vs sampling vs Superposed Decoding.
+
+    \b
+    Example: tasksup bench decode --model checkpoints/plus-small --tasks plus0,plus1,plus2 --n-examples 9 --n-prompts 5
+    """
     check_options(n_examples=n_examples, n_prompts=n_prompts, k=k, max_tokens=max_tokens, max_samples=max_samples,
                   seed=seed, dtype=dtype)
     from tasksup.decoding.bench import BenchSettings, format_table, run_bench  # torch

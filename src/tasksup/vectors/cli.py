@@ -36,14 +36,18 @@ def layers(
     max_nodes: int = typer.Option(256, "--max-nodes", help="exact: search expansions per query before its greedy "
                                   "output decides (counted as undecided)."),
     seed: int = typer.Option(0, "--seed"),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16"),
     device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
     batch_size: int = typer.Option(8, "--batch-size"),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep vectors.safetensors and layers.json here (resumable)."),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON line: layer_accuracy, best_layer, ..."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
-    """Patched lone-query accuracy of the task vector of every layer; the best layer ℓ*."""
+    """Patched lone-query accuracy of the task vector of every layer; the best layer ℓ*.
+
+    \b
+    Example: tasksup vectors layers --model checkpoints/copy_add-small --task copy_add --n-examples 12
+    """
     from tasksup.models import load_model
     from tasksup.vectors import pipeline
 
