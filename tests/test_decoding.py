@@ -250,6 +250,21 @@ def test_cli_decode_end_to_end(tiny_model_dirs, tmp_path):
     assert "task mixture" in result.output
 
 
+def test_cli_decode_says_when_no_task_is_done():
+    """ret-small has never seen a translation: the task answers hold ~1e-90 together, so no share is printed
+    (a share of 1.0 from P = 1e-90 would mean nothing); translate-small on the same prompt does them."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    prompt = str(root / "configs" / "prompts" / "translate.txt")
+    result = invoke("--model", str(root / "checkpoints" / "ret-small"), "--prompt-file", prompt, "--tasks", "translate")
+    assert result.exit_code == 0 and "task mixture: none (the task answers hold" in result.output
+    assert not any(line.split()[1:2] and line.split()[1].startswith(("0.", "1.")) for line in result.output.splitlines()
+                   if line.startswith("    to_"))
+    done = invoke("--model", str(root / "checkpoints" / "translate-small"), "--prompt-file", prompt, "--tasks", "translate")
+    assert done.exit_code == 0 and "task mixture (Eq. 3" in done.output
+
+
 @pytest.mark.parametrize("content, args, message", [
     ("12+34->46\n91*83->", ["--tasks", "add_translate"], "does not match"),
     ("12+34->46\n91+83->", ["--tasks", "no_such_family"], "unknown task or family"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -631,3 +632,8 @@ def test_training_curves_and_the_plateau_break(trained, tmp_path):
     assert '"break_step": 300' in res.output and (tmp_path / "fig.png").is_file()
     res = CliRunner().invoke(app, ["train-curves", str(tmp_path), "--out", str(tmp_path / "fig")])
     assert res.exit_code == 2 and "not a tasksup training run" in res.output
+    early = tmp_path / "early"  # stopped before its first logged step: config written, no metrics yet
+    early.mkdir()
+    shutil.copy(trained / "train_config.yaml", early / "train_config.yaml")
+    res = CliRunner().invoke(app, ["train-curves", str(early), "--out", str(tmp_path / "fig")])
+    assert res.exit_code == 2 and "stopped before its first logged step" in res.output

@@ -72,12 +72,12 @@ def test_fig5_rows_and_patched_probabilities(model_dir, tmp_path):
     assert (tmp_path / "fig5_patched.png").is_file() and (tmp_path / "fig5_icl.png").is_file()
 
 
-def test_cli_layers_json_last_line(model_dir):
+def test_cli_layers_json_is_all_of_stdout(model_dir):
     result = CliRunner().invoke(app, ["vectors", "layers", "--model", str(model_dir), "--task", "copy_op1",
                                       "--n-prompts", "2", "--n-examples", "3", "--n-queries", "2", "--max-tokens", "1",
                                       "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output.strip().splitlines()[-1])
+    report = json.loads(result.output)  # nothing but the JSON object: `| jq` works
     assert len(report["layer_accuracy"]) == 3 and report["best_layer"] == int(np.argmax(report["layer_accuracy"]))
     assert all(0.0 <= a <= 1.0 for a in report["layer_accuracy"])
 

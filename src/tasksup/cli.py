@@ -17,7 +17,8 @@ from tasksup.vectors.cli import app as vectors_app
 
 app = App(help="Task superposition in language models (paper: 'Everything Everywhere All at Once').")
 app.add_typer(theory_app, name="theory", help="Theorem 1 as a runnable transformer (§5, App. D).")
-app.add_typer(vectors_app, name="vectors", help="Task vectors (§6, App. C): extraction, layer selection.")
+app.add_typer(vectors_app, name="vectors", help="Task vectors (§6, App. C): `layers` finds the layer to patch; "
+              "Figures 4-5 are `tasksup run configs/fig4_*.yaml` / `fig5_*.yaml`.")
 
 
 def _version(show: bool) -> None:
@@ -84,7 +85,7 @@ def summarize(
     from tasksup.errors import TasksupError
     from tasksup.runner import result_folders, resummarize
 
-    folders = result_folders(paths)
+    folders = result_folders(paths, families=True)
     skipped = []
     for folder in folders:
         try:

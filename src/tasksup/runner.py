@@ -121,6 +121,14 @@ def kept_member(experiment, cfg, path: Path) -> Path | None:
     return path
 
 
+def member_entry(name: str, path: Path) -> dict:
+    """A family member as ``summarize_models`` reads it: its name, folder, identity, summary, checkpoint facts."""
+    checkpoint = path / CHECKPOINT_FILE
+    return {"name": name, "path": str(path), "identity": json.loads((path / "run.json").read_text())["model"],
+            "summary": json.loads((path / "summary.json").read_text()),
+            "checkpoint": json.loads(checkpoint.read_text()) if checkpoint.is_file() else None}
+
+
 def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: bool = True) -> RunDir:
     """A ``MULTI_MODEL`` experiment: every model in its own resumable run directory ``out/<model>``
     (config with ``model`` set and ``models`` empty), then the family's summary and figures in ``out``.
@@ -144,11 +152,7 @@ def run_family(experiment, cfg, models: list[str] | None, out: Path, progress: b
             path, computed = member.path, computed + member.appended
             if hasattr(experiment, "describe_model"):
                 (path / CHECKPOINT_FILE).write_text(json.dumps(experiment.describe_model(name), indent=2) + "\n")
-        checkpoint = path / CHECKPOINT_FILE
-        members.append({"name": name, "path": str(path),
-                        "identity": json.loads((path / "run.json").read_text())["model"],
-                        "summary": json.loads((path / "summary.json").read_text()),
-                        "checkpoint": json.loads(checkpoint.read_text()) if checkpoint.is_file() else None})
+        members.append(member_entry(name, path))
     family = dataclasses.replace(cfg, model=None, models=names)
     top = RunDir(out, to_dict(family), seed=cfg.seed, model={"family": [m["identity"] for m in members]}, record=False)
     old = out / "config.json"
@@ -170,9 +174,17 @@ def headline(path: Path) -> str:
     return experiment.headline(json.loads((path / "summary.json").read_text()))
 
 
-def result_folders(paths: list[str | Path]) -> list[Path]:
+def is_family(path: Path) -> bool:
+    """A family's folder (a ``MULTI_MODEL`` experiment): its config, summary and members, no records of its own."""
+    cfg = path / "config.json"
+    return (cfg.is_file() and (path / "summary.json").is_file() and not records_file(path).is_file()
+            and getattr(get_experiment(json.loads(cfg.read_text()).get("experiment", "mixture")), "MULTI_MODEL", False))
+
+
+def result_folders(paths: list[str | Path], families: bool = False) -> list[Path]:
     """The run folders in ``paths``: a path holding ``config.json`` and ``results.jsonl`` (or its packed ``.gz``)
-    itself, else every folder below it that does (sorted)."""
+    itself, else every folder below it that does (sorted); with ``families``, also the family folders among
+    them, each after its members."""
     found = []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -180,6 +192,9 @@ def result_folders(paths: list[str | Path]) -> list[Path]:
         here = [p] if (p / "config.json").is_file() and records_file(p).is_file() else \
             sorted({f.parent for f in p.rglob("results.jsonl*")
                     if f.name in (RECORDS, PACKED) and (f.parent / "config.json").is_file()})
+        if families:
+            here += sorted((f.parent for f in [p / "config.json", *p.rglob("*/config.json")] if is_family(f.parent)),
+                           key=lambda f: -len(f.parts))
         if not here:
             raise TasksupError(f"{p} holds no results folder (config.json and results.jsonl)")
         found += [f for f in here if f not in found]
@@ -191,18 +206,24 @@ def resummarize(path: str | Path) -> list[Path]:
     loaded and nothing is scored, so a summary or figure that changed with the code can be remade for
     results whose model has changed or is gone. Rewrites summary.json / summary.csv and the figures (a
     remote run's ``remote_usage`` is kept) and records when, and by which commit, in run.json's
-    ``resummarized``. Returns the figure paths. Family experiments (``MULTI_MODEL``) are refused: their
-    summary spans folders; re-run ``tasksup run``, which reuses complete members.
+    ``resummarized``. Returns the figure paths. A family's folder (``MULTI_MODEL``) is summarised from its
+    members' summaries (summarise the members first: ``result_folders(..., families=True)`` orders them so).
     """
     path = Path(path)
     cfg_file = path / "config.json"
     raw = json.loads(cfg_file.read_text())
     experiment = get_experiment(raw.get("experiment", "mixture"))
-    if getattr(experiment, "MULTI_MODEL", False):
-        raise TasksupError(f"{path}: experiment {raw['experiment']!r} summarises a family of models; re-run "
-                           "`tasksup run` on the family's config instead")
     known = {f.name for f in dataclasses.fields(experiment.Config)}
     cfg = build_config(experiment.Config, {k: v for k, v in raw.items() if k in known}, source=str(cfg_file))
+    if is_family(path):  # from its members' summaries
+        slug = getattr(experiment, "member_slug", model_slug)
+        missing = [n for n in cfg.models if not (path / slug(n) / "summary.json").is_file()]
+        if missing:
+            raise TasksupError(f"{path}: the family's member {missing[0]!r} has no summary in {path / slug(missing[0])}")
+        summary, rows = experiment.summarize_models([member_entry(n, path / slug(n)) for n in cfg.models], cfg)
+        write_summary_files(path, summary, rows)
+        _record_resummarized(path)
+        return list(experiment.plot_models(summary, cfg, path))
     for f in cfg.task_files:
         load_task_file(f)
     try:
@@ -217,12 +238,16 @@ def resummarize(path: str | Path) -> list[Path]:
     if old.is_file() and "remote_usage" in (previous := json.loads(old.read_text())):
         summary["remote_usage"] = previous["remote_usage"]
     write_summary_files(path, summary, rows)
+    _record_resummarized(path)
+    return list(experiment.plot(records, summary, cfg, path))
+
+
+def _record_resummarized(path: Path) -> None:
     meta_file = path / "run.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
         meta["resummarized"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "git_commit": git_commit()}
         meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return list(experiment.plot(records, summary, cfg, path))
 
 
 def refingerprint(path: str | Path, loaded: dict | None = None) -> str:

@@ -14,6 +14,8 @@ import typer
 from tasksup.config import check_options, read_text
 from tasksup.errors import TasksupError
 
+NEGLIGIBLE = 1e-6  # the task answers together below this: the model does not do the tasks, and shares mean nothing
+
 
 def read_prompt(path: Path) -> str:
     """The prompt file's text; one trailing newline (the one editors add) is dropped."""
@@ -95,10 +97,16 @@ def echo_report(report: dict, k: int) -> None:
     for i, d in enumerate(report["outputs"], 1):
         typer.echo(f"{i:>3}  {d['probability']:>11.4g}  {d['task'] or '-':<14} {d['output']!r}")
     if report["tasks"]:
-        typer.echo("task mixture (Eq. 3 of each complete answer; share = normalised over the tasks):")
+        total = sum(t["probability"] for t in report["tasks"])
+        if total < NEGLIGIBLE:
+            typer.echo(f"task mixture: none (the task answers hold {total:.2g} of the probability together: the model "
+                       "does not do these tasks on this prompt, so their shares would mean nothing):")
+        else:
+            typer.echo("task mixture (Eq. 3 of each complete answer; share = normalised over the tasks):")
         for t in report["tasks"]:
             where = f"#{t['rank']}" if t["rank"] else f"not in the top {k}"
-            typer.echo(f"    {t['task']:<14} {t['share']:>7.4f}   P={t['probability']:<10.4g}  {where:<16} {t['answer']!r}")
+            share = f"{t['share']:>7.4f}" if total >= NEGLIGIBLE else f"{'-':>7}"
+            typer.echo(f"    {t['task']:<14} {share}   P={t['probability']:<10.4g}  {where:<16} {t['answer']!r}")
         found = [t for t in report["tasks"] if t["rank"]]
         mass = sum(t["probability"] for t in found)
         typer.echo(f"the top {k} hold {len(found)} of {len(report['tasks'])} task answers ({mass:.4f} of the probability)")

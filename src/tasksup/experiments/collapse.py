@@ -34,7 +34,7 @@ from tqdm import tqdm
 from tasksup import metrics
 from tasksup.decoding import PromptState, sample_outputs
 from tasksup.errors import TasksupError
-from tasksup.experiments import CommonConfig
+from tasksup.experiments import CommonConfig, model_name
 from tasksup.tasks import PromptBuilder, check_fits, example_counts, example_inputs, normalize_mixture, resolve_tasks
 
 PARTS = ("commitment", "sampling", "drift")
@@ -356,7 +356,7 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
 def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     from tasksup import plots
 
-    title = cfg.title or f"{cfg.model}: {', '.join(summary['tasks'])}"
+    title = cfg.title or f"{model_name(cfg.model)}: {', '.join(summary['tasks'])}"
     paths = []
     if "commitment" in summary:
         paths += plots.collapse_commitment(summary["commitment"], title, out_dir / "collapse_commitment")

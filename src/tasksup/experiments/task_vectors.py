@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from tasksup.errors import TasksupError
 from tasksup.experiments import mixture as mixture_experiment
+from tasksup.experiments import model_name
 from tasksup.tasks import PromptBuilder, example_counts, normalize_mixture, resolve_tasks
 from tasksup.vectors import pipeline
 from tasksup.vectors.decompose import decomposition_errors
@@ -150,10 +151,10 @@ def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     mixtures, vectors, _ = _by_mixture(records)
     _, lda = _pure_lda(tasks, mixtures, vectors)
     points = {j: lda.transform(v) for j, v in vectors.items()}
-    title = cfg.title or f"{cfg.model}: task vectors at layer {summary['layer']} (LDA fit on the pure tasks)"
+    title = cfg.title or f"{model_name(cfg.model)}: task vectors at layer {summary['layer']} (LDA fit on the pure tasks)"
     paths = task_vector_scatter(points, mixtures, tasks, title, out_dir / "fig4")
     report = json.loads((out_dir / pipeline.LAYERS_FILE).read_text())
     if "mean_layer_accuracy" in report:
-        paths += layer_accuracy_curves(report, f"{cfg.model}: patched lone-query accuracy per layer",
+        paths += layer_accuracy_curves(report, f"{model_name(cfg.model)}: patched lone-query accuracy per layer",
                                        out_dir / "fig4_layers")
     return paths

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tasksup import metrics
 from tasksup.errors import TasksupError
 from tasksup.experiments import mixture as mixture_experiment
+from tasksup.experiments import model_name
 from tasksup.experiments.task_vectors import scoring_config
 from tasksup.tasks import PromptBuilder, example_counts, resolve_tasks
 from tasksup.vectors import pipeline
@@ -126,6 +127,7 @@ def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
     for mode, entry in summary["modes"].items():
         what = (f"{summary['method'].replace('_', ' ')} patched at layer {summary['layer']}" if mode == "patched"
                 else "ICL mixture of examples")
-        title = cfg.title or f"{cfg.model}: {tasks[0]} vs {tasks[1]}, {what}"
-        paths += lambda_curves(entry["per_lambda"], tasks, title, out_dir / f"fig5_{mode}")
+        title = cfg.title or f"{model_name(cfg.model)}: {tasks[0]} vs {tasks[1]}, {what}"
+        xlabel = f"weight lambda of {tasks[0]}'s task vector in the patch" if mode == "patched" else None
+        paths += lambda_curves(entry["per_lambda"], tasks, title, out_dir / f"fig5_{mode}", xlabel=xlabel)
     return paths

@@ -46,6 +46,9 @@ class Curves:
 def read_curves(run: str | Path, name: str | None = None) -> Curves:
     """The curves in ``run``'s metrics.jsonl (a training output folder)."""
     path = Path(run) / METRICS_FILE
+    if not path.is_file() and (Path(run) / "train_config.yaml").is_file():
+        raise TasksupError(f"{run} is a training run stopped before its first logged step: no curves yet "
+                           "(`tasksup train CONFIG --out RUN --resume` continues it)")
     if not path.is_file():
         raise TasksupError(f"{run} has no {METRICS_FILE}: not a tasksup training run")
     curves = Curves(name or Path(run).name, [], [], [], {})

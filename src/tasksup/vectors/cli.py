@@ -11,7 +11,8 @@ import typer
 
 from tasksup.cliutil import App
 
-app = App(help="Task vectors (§6, App. C): layer selection by patched lone-query accuracy.")
+app = App(help="Task vectors (§6, App. C): `layers` finds the layer to patch; Figures 4-5 are "
+              "`tasksup run configs/fig4_*.yaml` / `fig5_*.yaml`.")
 
 
 @app.callback()
@@ -40,7 +41,7 @@ def layers(
     device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
     batch_size: int = typer.Option(8, "--batch-size"),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep vectors.safetensors and layers.json here (resumable)."),
-    as_json: bool = typer.Option(False, "--json", help="End with one JSON line: layer_accuracy, best_layer, ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print only one JSON object: layer_accuracy, best_layer, ..."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ):
     """Patched lone-query accuracy of the task vector of every layer; the best layer ℓ*.
@@ -62,6 +63,11 @@ def layers(
         out_dir.mkdir(parents=True, exist_ok=True)
         report = pipeline.prepare(cfg, lm, out_dir, progress, fix="--n-examples {m}").report
     per_task = report["per_task"]
+    undecided = sum(e["undecided"] + e["icl_undecided"] for e in per_task.values())
+    if as_json:  # JSON only on stdout
+        typer.echo(json.dumps({"layer_accuracy": report["mean_layer_accuracy"], "best_layer": report["layer"],
+                               "method": method, "accuracy": accuracy, "undecided": undecided, "per_task": per_task}))
+        return
     typer.echo(f"{'layer':>5}  " + "  ".join(f"{t:>12}" for t in per_task) + f"  {'mean':>6}")
     for layer, mean in enumerate(report["mean_layer_accuracy"]):
         cells = "  ".join(f"{per_task[t]['layer_accuracy'][layer]:>12.3f}" for t in per_task)
@@ -69,9 +75,5 @@ def layers(
     for t, e in per_task.items():
         typer.echo(f"{t}: ICL accuracy {e['icl_accuracy']:.3f} (m={n_examples}), lone query without a patch "
                    f"{e['baseline_accuracy']:.3f}")
-    undecided = sum(e["undecided"] + e["icl_undecided"] for e in per_task.values())
     note = f"; {undecided} undecided after --max-nodes {max_nodes} (greedy output used)" if undecided else ""
     typer.echo(f"accuracy: {accuracy} (outputs up to {report['max_tokens']} tokens){note}")
-    if as_json:
-        typer.echo(json.dumps({"layer_accuracy": report["mean_layer_accuracy"], "best_layer": report["layer"],
-                               "method": method, "accuracy": accuracy, "undecided": undecided, "per_task": per_task}))
