@@ -204,8 +204,10 @@ def collapse_drift(summary: dict, title: str, stem: Path) -> list[Path]:
     axes[0].set_xlabel("turns (own answers appended)")
     axes[0].set_ylabel("share of the task first answered")
     ent = summary["entropy"]
-    axes[1].plot(turns, [s["mean"] for s in ent], marker="o", color="tab:purple")
-    axes[1].fill_between(turns, [s["q1"] for s in ent], [s["q3"] for s in ent], alpha=0.2, lw=0, color="tab:purple")
+    axes[1].plot(turns, [s["mean"] for s in ent], marker="o", color="tab:purple", label="model (mean)")
+    axes[1].fill_between(turns, [s["q1"] for s in ent], [s["q3"] for s in ent], alpha=0.2, lw=0, color="tab:purple",
+                         label="quartiles")
+    axes[1].legend(fontsize=7)
     axes[1].set_xlabel("turns (own answers appended)")
     axes[1].set_ylabel("entropy over tasks (bits)")
     steps = summary["step_toward_committed"]

@@ -237,5 +237,5 @@ def plot_models(summary: dict, cfg: Config, out_dir) -> list:
 
     lam = min(cfg.lambdas, key=lambda x: abs(x - 0.5))
     a, b = cfg.tasks
-    title = cfg.title or f"{a} vs {b}, lambda = {lam:g}, m = {cfg.n_examples}"
+    title = f"{cfg.title + ': ' if cfg.title else ''}{a} vs {b}, lambda = {lam:g}, m = {cfg.n_examples}"
     return emergence_curves(summary["models"], lam, (a, b), title, out_dir / "emergence")
