@@ -211,7 +211,7 @@ def test_console_script_error_contract(tmp_path, broken_models):
                           "--out", str(tmp_path / "run"), *FAST], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     [line] = res.stderr.strip().splitlines()
-    assert re.fullmatch(r"tasksup: error: n_examples=\d+ needs up to \d+ tokens but .*'s context is 256: "
+    assert re.fullmatch(r"tasksup: error: n_examples=\d+ needs \d+ tokens but .*'s context is 256: "
                         r"the largest m that fits is \d+ \(set --set n_examples=\d+\)", line), line
     assert "Traceback" not in res.stderr + res.stdout
 
