@@ -52,6 +52,13 @@ def test_bench_command_prints_json_last():
                                    "--prompt-tokens", "60", "--prompts", "1", "--repeats", "1"])
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout.strip().splitlines()[-1])
-    for key in ("speedup_k4", "speedup_k6", "topk_speedup", "peak_mb_ours", "peak_mb_reference"):
-        assert np.isfinite(result[key]) and result[key] > 0, key
-    assert result["max_abs_logprob_diff"] < 1e-4
+    import torch
+
+    assert [r["threads"] for r in result["rows"]] == sorted({1, torch.get_num_threads()})  # 1 and the default
+    for row in result["rows"]:
+        for key in ("speedup_k4", "speedup_k6", "topk_speedup", "peak_mb_ours", "peak_mb_reference", "bare_ms_k4",
+                    "ours_over_bare_k4", "ours_over_bare_k6", "topk_one_node_ms"):
+            assert np.isfinite(row[key]) and row[key] > 0, key
+        assert row["max_abs_logprob_diff"] < 1e-4
+        assert row["topk_same_as_one_node_search"] and row["topk_max_rel_prob_diff"] < 1e-4
+        assert row["ours_over_bare_k4"] >= 0.5  # ours includes the bare forward (timing noise aside)

@@ -55,8 +55,11 @@ def enumerate_outputs(lm, prompt: str, stop, max_tokens: int) -> dict[str, float
     return {s: math.exp(lp) for s, lp in sorted(best.items(), key=lambda kv: -kv[1])}
 
 
+@pytest.mark.parametrize("batch", [1, 3, 8])
 @pytest.mark.parametrize("stop, max_tokens, chunk", [("\n", 4, None), ("\n", 4, 2), (None, 3, None)])
-def test_top_outputs_equal_exhaustive_enumeration(tiny_vocab_lm, monkeypatch, stop, max_tokens, chunk):
+def test_top_outputs_equal_exhaustive_enumeration(tiny_vocab_lm, monkeypatch, stop, max_tokens, chunk, batch):
+    """Every search batch (nodes expanded per forward) gives the enumeration's outputs."""
+    monkeypatch.setattr(scoring, "SEARCH_BATCH", batch)
     if chunk:  # keep only 2 children per node: exercises recomputing the next window of children
         monkeypatch.setattr(scoring, "CHILD_CHUNK", chunk)
     exhaustive = enumerate_outputs(tiny_vocab_lm, PROMPT, stop, max_tokens)
@@ -142,8 +145,10 @@ def favouring(lm, strings, bonus=12.0):
 
 
 @pytest.mark.realvocab
+@pytest.mark.parametrize("batch", [1, 8])
 @pytest.mark.parametrize("name", ["gpt2", "llama3", "qwen2", "llama2"])
-def test_top_outputs_on_real_vocab(real_vocab_lm, monkeypatch, name):
+def test_top_outputs_on_real_vocab(real_vocab_lm, monkeypatch, name, batch):
+    monkeypatch.setattr(scoring, "SEARCH_BATCH", batch)
     lm = real_vocab_lm(name)
     prompt, stop, max_tokens = "31+45->76\n12+13->25\n44+44->", "\n", 3
     monkeypatch.setattr(scoring, "CHILD_CHUNK", 3)
@@ -171,3 +176,52 @@ def check_outputs_on_real_vocab(lm, name, prompt, stop, max_tokens):
             assert scored == pytest.approx(p, rel=RTOL)
             canonical_matches += 1
     assert canonical_matches >= 1
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+def test_batched_search_equals_one_node_per_forward(tiny_lm, arch):
+    """Batches of 2, 8 and 32 frontier nodes per forward give the one-node search's outputs (probabilities
+    within 1e-6) on every architecture, in fewer forwards; a budget of expansions stops every batch alike."""
+    lm = tiny_lm(arch)
+    prompts = ["12+34->46\n20+22->42\n91+83->", "ab\ncd\nef\n", "7->8\n3->"]
+    for prompt in prompts:
+        ids = lm.encode(prompt)
+        one = scoring.best_first_outputs(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, batch=1)
+        for batch in (2, 8, 32):
+            many = scoring.best_first_outputs(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, batch=batch)
+            assert [o for o, _ in many.outputs] == [o for o, _ in one.outputs], (prompt, batch)
+            assert np.allclose([p for _, p in many.outputs], [p for _, p in one.outputs], rtol=1e-6, atol=0)
+            assert many.forwards <= one.forwards
+        capped = [scoring.best_first_outputs(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, batch=b,
+                                             max_expansions=3) for b in (1, 8)]
+        for c in capped:  # whatever was certified before the budget ran out is the true top of the list
+            assert [o for o, _ in c.outputs] == [o for o, _ in one.outputs][:len(c.outputs)]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+def test_searches_of_several_prompts_share_forwards_and_find_the_same(tiny_lm, arch):
+    """Prompts of different lengths searched together (left-padded, one forward for all their nodes) find what
+    each finds alone, one node per forward, in fewer forwards than the one-node searches took together."""
+    lm = tiny_lm(arch)
+    prompts = ["12+34->46\n20+22->42\n91+83->", "7->", "ab\ncd\nef\ngh\nij\n", "3+4->"]
+    ids = [lm.encode(p) for p in prompts]
+    alone = [scoring.best_first_outputs(lm.model, lm.tokenizer, row, 6, "\n", 4, lm.eos_ids, batch=1) for row in ids]
+    together = scoring.best_first_many(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, lm.pad_id, batch=4)
+    for one, many in zip(alone, together):
+        assert [o for o, _ in many.outputs] == [o for o, _ in one.outputs]
+        assert np.allclose([p for _, p in many.outputs], [p for _, p in one.outputs], rtol=1e-5, atol=0)
+        assert many.expansions >= one.expansions and many.prompt_tokens == one.prompt_tokens
+    assert together[0].forwards < sum(one.forwards for one in alone)
+
+
+def test_rerunning_whole_paths_finds_the_same_as_reusing_each_parents_kv(tiny_lm, monkeypatch):
+    """A cache without per-layer tensors makes the search rerun every path whole: the same outputs."""
+    lm = tiny_lm("llama")
+    ids = [lm.encode("12+34->46\n20+22->42\n91+83->"), lm.encode("7->")]
+    reused = scoring.best_first_many(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, lm.pad_id)
+    monkeypatch.setattr(scoring._Continuations, "incremental", property(lambda self: False))
+    rerun = scoring.best_first_many(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, lm.pad_id)
+    for a, b in zip(reused, rerun):
+        assert [o for o, _ in a.outputs] == [o for o, _ in b.outputs] and a.expansions == b.expansions
+        assert np.allclose([p for _, p in a.outputs], [p for _, p in b.outputs], rtol=1e-5, atol=0)
+        assert a.forward_tokens <= b.forward_tokens  # one token per expansion instead of the whole path

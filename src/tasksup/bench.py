@@ -19,6 +19,7 @@ with the delimiter. ``--model DIR`` benchmarks any causal LM instead, unmodified
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -154,6 +155,24 @@ def reference_beam(lm, prompt: str, k: int, stop: str, max_tokens: int) -> list[
     return sorted(finished.items(), key=lambda kv: -kv[1])[:k]
 
 
+@torch.inference_mode()
+def bare_forward(lm, prompt_ids: list[int]) -> None:
+    """The physical limit of scoring a prompt by this method: one forward of the (already tokenized) prompt,
+    with a KV cache and the last position's logits only, and nothing else."""
+    from tasksup.scoring import _forward
+
+    device = next(lm.model.parameters()).device
+    ids = torch.tensor([prompt_ids], device=device)
+    _forward(lm.model, ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=device)[None], keep_last_only=True)
+
+
+def one_node_search(lm, prompt: str, k: int, stop: str, max_tokens: int):
+    """The exact search expanding one node per forward (``batch=1``, the search before batching)."""
+    from tasksup.scoring import best_first_outputs
+
+    return best_first_outputs(lm.model, lm.tokenizer, lm.encode(prompt), k, stop, max_tokens, lm.eos_ids, batch=1)
+
+
 # -- measuring ---------------------------------------------------------------------------------------
 
 
@@ -226,9 +245,20 @@ def peak_mb(model_dir: str, setup: BenchSetup, method: str, prompt: str, answers
 
 
 def run_scoring_bench(setup: BenchSetup, progress=print) -> dict:
-    """Everything ``tasksup bench scoring`` measures, as a dict (the JSON it prints)."""
-    if setup.threads:
-        torch.set_num_threads(setup.threads)
+    """Everything ``tasksup bench scoring`` measures, as a dict (the JSON it prints): one row per thread count,
+    ``--threads`` or else 1 and torch's default (the machine's cores), in this one invocation."""
+    default = torch.get_num_threads()
+    counts = [setup.threads] if setup.threads else sorted({1, default})
+    rows = []
+    for threads in counts:
+        progress(f"-- {threads} thread(s)")
+        rows.append(_scoring_row(dataclasses.replace(setup, threads=threads), progress))
+    torch.set_num_threads(default)
+    return {"model": rows[0]["model"], "device": rows[0]["device"], "rows": rows}
+
+
+def _scoring_row(setup: BenchSetup, progress) -> dict:
+    torch.set_num_threads(setup.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = setup.model or str(build_model(setup, Path(tmp) / "model"))
         lm = load_bench_model(model_dir, setup)
@@ -244,38 +274,57 @@ def run_scoring_bench(setup: BenchSetup, progress=print) -> dict:
         result["prompt_tokens"] = [len(lm.encode(p.text)) for p in prompts[4]]
         max_diff = 0.0
         for k, ps in prompts.items():
-            ours_t, ref_t = [], []
+            ours_t, ref_t, bare_t, ours_vs_bare = [], [], [], []
             for p in ps:
                 prepare(p)
                 ours, ref = lm.answer_logprobs(p.text, p.answers)[0], reference_logprobs(lm, p.text, p.answers)
                 max_diff = max(max_diff, float(np.abs(ours - ref).max()))
                 o, r = _paired_medians(lambda: lm.answer_logprobs(p.text, p.answers),
                                        lambda: reference_logprobs(lm, p.text, p.answers), setup.repeats)
+                ids = lm.encode(p.text)
+                o2, b = _paired_medians(lambda: lm.answer_logprobs(p.text, p.answers), lambda: bare_forward(lm, ids),
+                                        setup.repeats)
                 ours_t.append(o)
                 ref_t.append(r)
+                bare_t.append(b)
+                ours_vs_bare.append(o2 / b)
             result[f"ours_ms_k{k}"] = 1000 * statistics.median(ours_t)
             result[f"reference_ms_k{k}"] = 1000 * statistics.median(ref_t)
             result[f"speedup_k{k}"] = statistics.median(ref_t) / statistics.median(ours_t)
+            result[f"bare_ms_k{k}"] = 1000 * statistics.median(bare_t)
+            result[f"ours_over_bare_k{k}"] = statistics.median(ours_vs_bare)
             progress(f"scoring K={k}: ours {result[f'ours_ms_k{k}']:.1f} ms, released method "
-                     f"{result[f'reference_ms_k{k}']:.1f} ms per prompt -> {result[f'speedup_k{k}']:.2f}x")
+                     f"{result[f'reference_ms_k{k}']:.1f} ms per prompt -> {result[f'speedup_k{k}']:.2f}x; "
+                     f"one bare prompt forward {result[f'bare_ms_k{k}']:.1f} ms -> ours / bare "
+                     f"{result[f'ours_over_bare_k{k}']:.2f}")
         result["max_abs_logprob_diff"] = max_diff
 
-        ours_t, ref_t, expansions, overlap = [], [], [], []
+        ours_t, ref_t, one_t, expansions, forwards, overlap, same, rel = [], [], [], [], [], [], True, 0.0
         for p in prompts[4]:  # one timed run each: the uncached beam takes seconds, its noise is small
             prepare(p)
             args = (p.text, setup.top_k, "\n", setup.top_max_tokens)
-            found, beam = [], []
+            found, beam, one = [], [], []
             ours_t.append(_seconds(lambda: found.append(lm.search(*args))))
+            one_t.append(_seconds(lambda: one.append(one_node_search(lm, *args))))
             ref_t.append(_seconds(lambda: beam.extend(reference_beam(lm, *args))))
             expansions.append(found[0].expansions)
+            forwards.append(found[0].forwards)
             overlap.append(len({o for o, _ in found[0].outputs} & {o for o, _ in beam}))
+            same &= [o for o, _ in found[0].outputs] == [o for o, _ in one[0].outputs]
+            rel = max(rel, max((abs(a / b - 1) for (_, a), (_, b) in zip(found[0].outputs, one[0].outputs)), default=0))
         result["topk_ours_ms"] = 1000 * statistics.median(ours_t)
         result["topk_reference_ms"] = 1000 * statistics.median(ref_t)
         result["topk_speedup"] = statistics.median(ref_t) / statistics.median(ours_t)
+        result["topk_one_node_ms"] = 1000 * statistics.median(one_t)
         result["topk_expansions"] = expansions
+        result["topk_forwards"] = forwards
+        result["topk_same_as_one_node_search"] = same
+        result["topk_max_rel_prob_diff"] = rel
         result["topk_shared_with_beam"] = overlap
-        progress(f"top-{setup.top_k}: ours {result['topk_ours_ms']:.0f} ms ({expansions} expansions), uncached beam "
-                 f"{result['topk_reference_ms']:.0f} ms -> {result['topk_speedup']:.1f}x")
+        progress(f"top-{setup.top_k}: ours {result['topk_ours_ms']:.0f} ms ({expansions} expansions in {forwards} "
+                 f"forwards), one node per forward {result['topk_one_node_ms']:.0f} ms, uncached beam "
+                 f"{result['topk_reference_ms']:.0f} ms -> {result['topk_speedup']:.1f}x; outputs equal to the "
+                 f"one-node search: {same} (probabilities within {rel:.1e})")
 
         p = prompts[4][0]
         result["peak_mb_ours"] = peak_mb(model_dir, setup, "ours", p.text, p.answers)
@@ -289,5 +338,10 @@ def scoring_command(json_out: bool, setup: BenchSetup) -> None:
     import typer
 
     result = run_scoring_bench(setup, progress=typer.echo)
+    typer.echo(f"{'threads':>7}  {'K=4 vs released':>15}  {'K=6 vs released':>15}  {'K=4 / bare':>10}  "
+               f"{'K=6 / bare':>10}  {'top-6 vs beam':>13}")
+    for r in result["rows"]:
+        typer.echo(f"{r['threads']:>7}  {r['speedup_k4']:>14.1f}x  {r['speedup_k6']:>14.1f}x  {r['ours_over_bare_k4']:>10.2f}  "
+                   f"{r['ours_over_bare_k6']:>10.2f}  {r['topk_speedup']:>12.1f}x")
     if json_out:
         typer.echo(json.dumps(result))

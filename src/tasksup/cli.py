@@ -255,7 +255,8 @@ def bench_scoring(
     prompts: int = typer.Option(3, help="Prompts per K."),
     repeats: int = typer.Option(5, help="Timed repeats per prompt (median)."),
     device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available, else cpu."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: a row at 1 and one at torch's "
+                                          "default, the machine's cores)."),
 ):
     """Exact scoring (K=4, K=6) and top-k search vs the released code's method: time ratios, peak memory.
 

@@ -142,17 +142,14 @@ def summarize(records: list[dict], cfg: Config) -> tuple[dict, list[dict]]:
 
 
 def plot(records: list[dict], summary: dict, cfg: Config, out_dir) -> list:
-    """One model: Fig. 2-style box plots of the task probabilities, one per distribution."""
-    from tasksup.plots import task_boxplot
+    """One model: Fig. 2-style box plots of the task probabilities, a panel per distribution (probs.png)."""
+    from tasksup.plots import task_boxplots
 
-    paths = []
-    for name, recs in _by_distribution(records, cfg).items():
-        probs = np.array([r["probs"] for r in recs])
-        title = (f"{model_name(cfg.model)}: {name}, mean r = {summary['distributions'][name]['r']['mean']:.2f}"
-                 + (f"\n{cfg.title}" if cfg.title else ""))
-        paths += task_boxplot(probs, np.array([r["other"] for r in recs]), summary["tasks"], recs[0]["mixture"],
-                              title, out_dir / f"probs_{name}")
-    return paths
+    panels = [(np.array([r["probs"] for r in recs]), np.array([r["other"] for r in recs]), recs[0]["mixture"],
+               f"{name}: mean r = {summary['distributions'][name]['r']['mean']:.2f}")
+              for name, recs in _by_distribution(records, cfg).items()]
+    title = model_name(cfg.model) + (f" ({cfg.title})" if cfg.title else "")
+    return task_boxplots(panels, summary["tasks"], title, out_dir / "probs")
 
 
 def summarize_models(members: list[dict], cfg: Config) -> tuple[dict, list[dict]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -14,7 +13,8 @@ import torch
 
 from tasksup.errors import TasksupError
 from tasksup.results import MODEL_FINGERPRINT
-from tasksup.scoring import ScoringPlan, SearchResult, best_first_outputs, plan_scoring, prompt_pass, run_plans
+from tasksup.scoring import (ScoringPlan, SearchResult, best_first_many, best_first_outputs, plan_scoring, prompts_pass,
+                              run_plans)
 
 WHOLE_HASH_BYTES = 256 << 20  # weight files up to this size are hashed whole
 SAMPLE_BYTES = 1 << 20
@@ -101,6 +101,12 @@ class LanguageModel:
     def encode_bare(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _encode_many(self, texts: list[str], special: bool) -> dict[str, list[int]]:
+        unique = list(dict.fromkeys(texts))
+        if not unique:
+            return {}
+        return dict(zip(unique, map(list, self.tokenizer(unique, add_special_tokens=special)["input_ids"])))
+
     def _check_length(self, n_tokens: int) -> None:
         limit = self.max_context
         if limit is not None and n_tokens > limit:
@@ -116,7 +122,12 @@ class LanguageModel:
             raise TasksupError(f"{len(prompts)} prompts but {len(answers)} answer lists")
         if len({len(a) for a in answers}) > 1:
             raise TasksupError("every prompt needs the same number of answers")
-        plans = [plan_scoring(self.encode, self.encode_bare, p, a, terminator, tokenization)
+        suffix = terminator or ""
+        # every string this batch needs, tokenized in one call (the tokenizer's own batching), then planned
+        full = self._encode_many([p for p in prompts] + [p + x + suffix for p, a in zip(prompts, answers) for x in a
+                                                         if isinstance(x, str)], True)
+        bare = self._encode_many([x + suffix for a in answers for x in a if isinstance(x, str)], False)
+        plans = [plan_scoring(full.__getitem__, bare.__getitem__, p, a, terminator, tokenization)
                  for p, a in zip(prompts, answers)]
         for pl in plans:
             self._check_length(len(pl.prefix) + max(len(r) for r in pl.rows))
@@ -159,29 +170,25 @@ class LanguageModel:
                          tokenization: str = "in_context", k: int = 6, stop: str | None = "\n",
                          max_tokens: int = 8) -> tuple[Scores, list[SearchResult]]:
         """``score(prompts, answers, ...)`` and ``[search(p, k, stop, max_tokens) for p in prompts]``,
-        the same numbers, with each prompt run through the network once for both.
-
-        Prompts go one at a time (on CPU, batching prompts gains nothing: the prompt pass dominates).
-        When a BPE merge crosses the prompt/answer boundary the answers are scored from a shorter
-        prefix, run separately. A subclass that scores or searches its own way (a remote model)
-        gets exactly its own ``score`` and ``search``.
+        the same numbers, with the prompts run through the network once, together, for both: one left-padded
+        pass over the prompts, then their searches sharing every forward (:func:`best_first_many`), then the
+        answers scored on the same cache. When a BPE merge crosses a prompt/answer boundary the answers are
+        scored from shorter prefixes, run separately. A subclass that scores or searches its own way (a remote
+        model) gets exactly its own ``score`` and ``search``.
         """
         if type(self).score is not LanguageModel.score or type(self).search is not LanguageModel.search:
             return (self.score(prompts, answers, terminator, tokenization),
                     [self.search(p, k, stop, max_tokens) for p in prompts])
         plans = self.plan(prompts, answers, terminator, tokenization)
-        logprobs, found = [], []
-        for prompt, plan in zip(prompts, plans):
-            ids = self.encode(prompt)
-            self._check_length(len(ids) + max_tokens)
-            with torch.inference_mode():
-                state = prompt_pass(self.model, ids)
-                if plan.prefix == ids:  # the usual case: the answers continue the whole prompt
-                    logprobs += run_plans(self.model, [plan], self.pad_id, prefix_state=(state[0], copy.deepcopy(state[1])))
-                else:
-                    logprobs += run_plans(self.model, [plan], self.pad_id)
-            found.append(best_first_outputs(self.model, self.tokenizer, ids, k, stop, max_tokens, self.eos_ids,
-                                            prompt_state=state))
+        ids = [plan.prompt for plan in plans]
+        for row in ids:
+            self._check_length(len(row) + max_tokens)
+        with torch.inference_mode():
+            state = prompts_pass(self.model, ids, self.pad_id)
+            found = best_first_many(self.model, self.tokenizer, ids, k, stop, max_tokens, self.eos_ids, self.pad_id,
+                                    prompt_state=state)  # leaves the prompts' cache as it was
+            whole = all(plan.prefix == row for plan, row in zip(plans, ids))  # the usual case: no boundary merge
+            logprobs = run_plans(self.model, plans, self.pad_id, prefix_state=state if whole else None)
         scores = Scores(np.stack(logprobs), [p.boundary_merge for p in plans], [p.separate_differs for p in plans])
         return scores, found
 
