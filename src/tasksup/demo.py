@@ -30,7 +30,7 @@ FIG2_PROMPTS = 40  # of the configs' 100: the demo's time budget
 
 # Inside a prompt or on average only: the numbers each figure's verdict line is decided by.
 MEDIAN_BOTH = 0.2  # Fig. 3: at lambda = 0.5 both medians of P(A) and P(B) at least this: superposed inside a prompt
-MEAN_RANGE = (0.3, 0.7)  # Fig. 3, on average (the acceptance in README.md): both means at lambda = 0.5 in this range,
+MEAN_RANGE = (0.3, 0.7)  # Fig. 3, on average (the acceptance in docs/walkthrough.md): both means at lambda = 0.5 in this range,
 MIN_MEAN_SUM = 0.9  # mean P(A) + P(B) at least this at every lambda,
 MIN_PEARSON = 0.97  # and Pearson r(mean P(A), lambda) at least this
 FIG2_MEDIAN = 0.1  # Fig. 2 (the paper's criterion): >= 2 tasks with a median probability above this
@@ -138,11 +138,11 @@ def main() -> None:
         print(f"figure: {run_dir.path / 'fig2.png'}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s (results and figures in {OUT})")
     print("ret-small and plus-small, trained one task per sequence (Eq. 1), reproduce Fig. 3a and 3b in the mean over\n"
-          "prompts, by answering each prompt with the task of its first example: README.md, 'Training from scratch and\n"
-          "Figure 3'. fig2-small is trained like an LLM, on a corpus where some sequences mix tasks, none of them three\n"
-          "or four of one setting: every Figure-2 mixture above is new to it. It spreads its probability over several\n"
-          "tasks inside each prompt: README.md, 'Figure 2 offline'; docs/llm_stand_ins.md. The verdict lines' criteria:\n"
-          "docs/summaries.md.")
+          "prompts, by answering each prompt with the task of its first example: README.md, 'Gallery'; the recipes in\n"
+          "checkpoints/ret-small and checkpoints/plus-small. fig2-small is trained like an LLM, on a corpus where some\n"
+          "sequences mix tasks, none of them three or four of one setting: every Figure-2 mixture above is new to it. It\n"
+          "spreads its probability over several tasks inside each prompt: docs/llm_stand_ins.md. The verdict lines'\n"
+          "criteria: docs/summaries.md.")
 
 
 if __name__ == "__main__":
