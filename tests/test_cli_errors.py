@@ -253,7 +253,10 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
 
     args = [sys.executable, "-m", "tasksup.cli", "run", FIG3, "--set", "n_prompts=40", "--set", "batch_size=1",
             "--no-progress", "--out", str(tmp_path)]
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a background job of a non-interactive shell (make in CI) ignores SIGINT, and Python keeps an ignored SIGINT
+    # ignored: the child gets the default back, as a terminal's foreground process has it
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not ((tmp_path / "results.jsonl").is_file()
                                                and (tmp_path / "results.jsonl").read_text().count("\n") >= 2):
