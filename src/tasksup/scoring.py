@@ -170,7 +170,7 @@ def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=Non
     first = _token_logprobs(last_logits[owner_t.to(device), 0], rids[:, 0].to(device)).cpu().double()
     total = first.clone()
     if width > 1:
-        cache = _rows_of(cache, owner)
+        cache = _rows_of(cache, owner, device)
         full_mask = torch.cat([mask[owner_t], rmask], dim=1)
         start = torch.tensor([len(plans[i].prefix) for i in owner]).unsqueeze(1)
         rpos = start + torch.arange(width).unsqueeze(0)
@@ -226,9 +226,9 @@ class _Continuations:
 
     The prompts' KV cache (one left-padded :func:`prompts_pass`) is never modified: each call runs the given
     paths as the rows of one batch on a copy of it, each row on its own prompt's cache rows (left-padded inside
-    the continuation, with explicit positions, so that every row's last token is the last column). Rows are
-    whole paths, a few tokens each: rerunning them costs little next to the per-forward overhead that
-    batching saves.
+    the continuation, with explicit positions, so that every row's last token is the last column).
+    :meth:`extend` feeds each path's last token on its parent's KV; :meth:`next_logps` reruns whole paths (a
+    cache without per-layer tensors, or a node's window of children recomputed).
     """
 
     def __init__(self, model, prompts_ids: Sequence[Sequence[int]], pad_id: int = 0, prompt_state=None):
@@ -258,7 +258,7 @@ class _Continuations:
             pos[i, pad:] += torch.arange(len(path))
             self.forward_tokens[owner] += len(path)
         rows = torch.tensor(list(owners))
-        cache = _rows_of(self.cache, list(owners))
+        cache = _rows_of(self.cache, list(owners), self.device)
         mask = torch.cat([self.mask[rows], tail], dim=1)
         logits, _ = _forward(self.model, ids.to(self.device), mask.to(self.device), pos.to(self.device), past=cache,
                              keep_last_only=True)
@@ -268,8 +268,7 @@ class _Continuations:
     @property
     def incremental(self) -> bool:
         """Whether :meth:`extend` can reuse each parent's KV (a cache that keeps tensors per layer, transformers 5)."""
-        layers = getattr(self.cache, "layers", None)
-        return bool(layers) and all(hasattr(x, "keys") and hasattr(x, "values") for x in layers)
+        return _per_layer_tensors(self.cache)
 
     @torch.inference_mode()
     def extend(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], kvs: Sequence[list | None]):
@@ -279,21 +278,15 @@ class _Continuations:
         parents' KV right-aligned (left padding masked), then the new token."""
         b, lens = len(paths), [len(p) - 1 for p in paths]
         width = max(lens)
-        rows = torch.tensor(list(owners), device=self.device)
-        same = len(set(owners)) == 1
-        cache = copy.copy(self.cache)
-        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
-        for j, layer in enumerate(cache.layers):
+        cache = _rows_of(self.cache, list(owners), self.device)
+        for j, layer in enumerate(cache.layers if width else []):
             for name in ("keys", "values"):
                 prompt = getattr(layer, name)
-                prompt = prompt[owners[0]:owners[0] + 1].expand(b, -1, -1, -1) if same else prompt[rows]
-                if width:
-                    tail = prompt.new_zeros(b, prompt.shape[1], width, prompt.shape[3])
-                    for i, kv in enumerate(kvs):
-                        if lens[i]:
-                            tail[i, :, width - lens[i]:] = kv[j][name == "values"][0]
-                    prompt = torch.cat([prompt, tail], dim=2)
-                setattr(layer, name, prompt)
+                tail = prompt.new_zeros(b, prompt.shape[1], width, prompt.shape[3])
+                for i, kv in enumerate(kvs):
+                    if lens[i]:
+                        tail[i, :, width - lens[i]:] = kv[j][name == "values"][0]
+                setattr(layer, name, torch.cat([prompt, tail], dim=2))
         tail_mask = torch.zeros((b, width + 1), dtype=torch.long)
         for i, n in enumerate(lens):
             tail_mask[i, width - n:] = 1
@@ -309,18 +302,17 @@ class _Continuations:
         return torch.log_softmax(logits[:, -1].float(), -1), own
 
 
-def _rows_of(cache, rows: Sequence[int]):
+def _rows_of(cache, rows: Sequence[int], device):
     """A new cache holding ``rows`` of ``cache`` (repeats allowed), which stays as it is. Where the cache keeps
     its tensors per layer (transformers 5), the layers are copied shallowly and hold the selected rows: views
     when every row is the same prompt's (nothing copied until the forward appends), one copy of the rows
     otherwise; else the whole cache is copied, then selected."""
-    layers = getattr(cache, "layers", None)
-    if not layers or not all(hasattr(x, "keys") and hasattr(x, "values") for x in layers):
+    if not _per_layer_tensors(cache):
         new = copy.deepcopy(cache)
-        new.batch_select_indices(torch.tensor(list(rows), device=_device_of(cache)))
+        new.batch_select_indices(torch.tensor(list(rows), device=device))
         return new
     new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in layers]
+    new.layers = [copy.copy(layer) for layer in cache.layers]
     for layer in new.layers:
         for name in ("keys", "values"):
             t = getattr(layer, name)
@@ -329,8 +321,9 @@ def _rows_of(cache, rows: Sequence[int]):
     return new
 
 
-def _device_of(cache):
-    return next((x.keys.device for x in getattr(cache, "layers", []) if hasattr(x, "keys")), None)
+def _per_layer_tensors(cache) -> bool:
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(hasattr(x, "keys") and hasattr(x, "values") for x in layers)
 
 
 SEARCH_BATCH = 8  # frontier nodes a search expands per forward (1: one node at a time). Measured 2026-12-07: Fig. 6

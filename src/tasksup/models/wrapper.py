@@ -124,7 +124,7 @@ class LanguageModel:
             raise TasksupError("every prompt needs the same number of answers")
         suffix = terminator or ""
         # every string this batch needs, tokenized in one call (the tokenizer's own batching), then planned
-        full = self._encode_many([p for p in prompts] + [p + x + suffix for p, a in zip(prompts, answers) for x in a
+        full = self._encode_many(list(prompts) + [p + x + suffix for p, a in zip(prompts, answers) for x in a
                                                          if isinstance(x, str)], True)
         bare = self._encode_many([x + suffix for a in answers for x in a if isinstance(x, str)], False)
         plans = [plan_scoring(full.__getitem__, bare.__getitem__, p, a, terminator, tokenization)
