@@ -214,14 +214,28 @@ def test_searches_of_several_prompts_share_forwards_and_find_the_same(tiny_lm, a
     assert together[0].forwards < sum(one.forwards for one in alone)
 
 
-def test_rerunning_whole_paths_finds_the_same_as_reusing_each_parents_kv(tiny_lm, monkeypatch):
-    """A cache without per-layer tensors makes the search rerun every path whole: the same outputs."""
-    lm = tiny_lm("llama")
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+def test_each_tree_node_sees_its_prompt_and_its_ancestors_only(tiny_lm, arch):
+    """Nodes of two prompts' trees, in two branches each, expanded in one cache: each next-token distribution
+    equals a plain forward of its prompt + path, and the prompts' own cache is as it was."""
+    lm = tiny_lm(arch)
     ids = [lm.encode("12+34->46\n20+22->42\n91+83->"), lm.encode("7->")]
-    reused = scoring.best_first_many(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, lm.pad_id)
-    monkeypatch.setattr(scoring._Continuations, "incremental", property(lambda self: False))
-    rerun = scoring.best_first_many(lm.model, lm.tokenizer, ids, 6, "\n", 4, lm.eos_ids, lm.pad_id)
-    for a, b in zip(reused, rerun):
-        assert [o for o, _ in a.outputs] == [o for o, _ in b.outputs] and a.expansions == b.expansions
-        assert np.allclose([p for _, p in a.outputs], [p for _, p in b.outputs], rtol=1e-5, atol=0)
-        assert a.forward_tokens <= b.forward_tokens  # one token per expansion instead of the whole path
+    state = scoring.prompts_pass(lm.model, ids, lm.pad_id)
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in state[1].layers]
+    tree = scoring._SearchTree(lm.model, ids, lm.pad_id, prompt_state=state)
+    a, b, c = lm.encode_bare("1"), lm.encode_bare("2"), lm.encode_bare("3")
+    paths = [(a[-1],), (b[-1],), (c[-1],)]
+    first, columns = tree.expand([0, 0, 1], paths, [(), (), ()])
+    deeper = [paths[0] + (c[-1],), paths[1] + (a[-1],), paths[2] + (b[-1],), paths[2] + (c[-1],)]
+    second, _ = tree.expand([0, 0, 1, 1], deeper, [(columns[0],), (columns[1],), (columns[2],), (columns[2],)])
+    with torch.inference_mode():
+        for owner, path, got in zip([0, 0, 1, 0, 0, 1, 1], paths + deeper, list(first) + list(second)):
+            logits = lm.model(torch.tensor([ids[owner] + list(path)])).logits[0, -1]
+            assert torch.allclose(got, torch.log_softmax(logits.float(), -1), atol=1e-5)
+    for layer, (keys, values) in zip(state[1].layers, before):
+        assert torch.equal(layer.keys, keys) and torch.equal(layer.values, values)
+
+
+def test_a_cache_without_attention_keys_is_refused():
+    with pytest.raises(TasksupError, match="cache of attention keys and values"):
+        scoring._detached(object())

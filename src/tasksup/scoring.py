@@ -21,9 +21,10 @@ kept to compare with the paper. ``separate_differs`` records when the two token 
 Cost
 ----
 The shared prefix runs once (KV cache, logits of its last position only); all rows that continue
-it (the K answers, plus the prompt's tail when a merge crosses the boundary) run in one batched
-pass on the cache. Prompts are batched too (left padding with explicit position ids). No
-prompt-length x vocab logits tensor is ever built.
+it (the K answers, plus the prompt's tail when a merge crosses the boundary) run in one pass on the
+cache, packed into one sequence per prompt: a 4D attention mask lets each row's tokens see the prefix
+and their own row only, so the prefix's KV is neither copied per row nor padded. Prompts are batched
+too (left padding with explicit position ids). No prompt-length x vocab logits tensor is ever built.
 """
 
 from __future__ import annotations
@@ -144,12 +145,22 @@ def prompts_pass(model, prompts_ids: Sequence[Sequence[int]], pad_id: int):
     return logits, cache, mask
 
 
+def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``[b, q, keys]`` booleans (which keys each query sees) as the additive ``[b, 1, q, keys]`` mask that
+    transformers passes on unchanged to eager and SDPA attention alike (a boolean one would be added as 0/1 by
+    eager attention). It spans the whole cache: a layer that keeps only a sliding window shorter than the prompt
+    and its continuations (Mistral's 4,096 tokens) is outside what it can describe."""
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
 @torch.inference_mode()
 def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=None) -> list[np.ndarray]:
     """Answer log-probabilities (float64 arrays, one per plan) for a batch of plans.
 
     ``prefix_state``: :func:`prompts_pass` over exactly the plans' prefixes (``(logits, cache)``, the cache
-    consumed), instead of running them here.
+    consumed), instead of running them here. Each row's first token is scored on the prefix's last logits; the
+    rest of a plan's rows run as one sequence on the prefix's cache, each row seeing the prefix and itself.
     """
     device = next(model.parameters()).device
     ids, mask, pos = left_padded([p.prefix for p in plans], pad_id)  # every prefix ends in the last column
@@ -158,26 +169,34 @@ def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=Non
     else:
         last_logits, cache = prefix_state[:2]
 
-    owner = [i for i, p in enumerate(plans) for _ in p.rows]
-    rows = [r for p in plans for r in p.rows]
-    width = max(len(r) for r in rows)
-    rids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    rmask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, r in enumerate(rows):
-        rids[j, :len(r)] = torch.tensor(r)
-        rmask[j, :len(r)] = 1
-    owner_t = torch.tensor(owner)
-    first = _token_logprobs(last_logits[owner_t.to(device), 0], rids[:, 0].to(device)).cpu().double()
-    total = first.clone()
-    if width > 1:
-        cache = _rows_of(cache, owner, device)
-        full_mask = torch.cat([mask[owner_t], rmask], dim=1)
-        start = torch.tensor([len(plans[i].prefix) for i in owner]).unsqueeze(1)
-        rpos = start + torch.arange(width).unsqueeze(0)
-        logits, _ = _forward(model, rids[:, :-1].to(device), full_mask[:, :-1].to(device),
-                             rpos[:, :-1].to(device), past=cache)
-        rest = _token_logprobs(logits, rids[:, 1:].to(device)).cpu().double()
-        total += (rest * rmask[:, 1:]).sum(-1)
+    owner = torch.tensor([i for i, p in enumerate(plans) for _ in p.rows], device=device)
+    firsts = torch.tensor([r[0] for p in plans for r in p.rows], device=device)
+    total = _token_logprobs(last_logits[owner, 0], firsts).cpu().double()
+    width = max(sum(len(r) - 1 for r in p.rows) for p in plans)
+    if width:
+        prefix = mask.shape[1]
+        feed = torch.full((len(plans), width), pad_id, dtype=torch.long)
+        targets = torch.zeros_like(feed)
+        rpos = torch.zeros_like(feed)
+        row_of = torch.full_like(feed, -1)  # which row (over all plans) each fed token belongs to
+        allowed = torch.zeros((len(plans), width, prefix + width), dtype=torch.bool)
+        allowed[:, :, :prefix] = mask.bool().unsqueeze(1)
+        allowed[:, torch.arange(width), prefix + torch.arange(width)] = True  # a padding column sees itself
+        row = 0
+        for i, p in enumerate(plans):
+            t = 0
+            for r in p.rows:
+                n = len(r) - 1
+                feed[i, t:t + n], targets[i, t:t + n] = torch.tensor(r[:-1]), torch.tensor(r[1:])
+                rpos[i, t:t + n] = len(p.prefix) + torch.arange(n)
+                allowed[i, t:t + n, prefix + t:prefix + t + n] = torch.ones(n, n, dtype=torch.bool).tril()
+                row_of[i, t:t + n] = row
+                t, row = t + n, row + 1
+        bias = attention_bias(allowed.to(device), next(model.parameters()).dtype)
+        logits, _ = _forward(model, feed.to(device), bias, rpos.to(device), past=cache)
+        lp = _token_logprobs(logits, targets.to(device)).cpu().double()
+        real = row_of >= 0
+        total.index_add_(0, row_of[real], lp[real])
     out, j = [], 0
     for p in plans:
         row_lp = total[j:j + len(p.rows)].numpy()
@@ -218,112 +237,73 @@ class _Node:
     sorted_logp: np.ndarray = field(repr=False)
     sorted_ids: np.ndarray = field(repr=False)
     first_rank: int = 0
-    kv: list | None = field(default=None, repr=False)  # per layer (keys, values) of ``tokens`` (see _Continuations)
+    columns: tuple[int, ...] = ()  # where ``tokens`` sit in the search tree's cache (see _SearchTree)
 
 
-class _Continuations:
-    """Next-token distributions for token paths after any of several prompts, many paths in one forward.
+class _SearchTree:
+    """The search trees of several prompts, grown in one KV cache: many nodes expanded per forward.
 
-    The prompts' KV cache (one left-padded :func:`prompts_pass`) is never modified: each call runs the given
-    paths as the rows of one batch on a copy of it, each row on its own prompt's cache rows (left-padded inside
-    the continuation, with explicit positions, so that every row's last token is the last column).
-    :meth:`extend` feeds each path's last token on its parent's KV; :meth:`next_logps` reruns whole paths (a
-    cache without per-layer tensors, or a node's window of children recomputed).
+    After one left-padded pass over the prompts, a copy of their cache grows by one column per expanded node
+    (the prompts' own cache is left as it is). A forward feeds the last token of every node to expand as a new
+    column of its prompt's row; a 4D attention mask lets it see its prompt and the columns of its path's earlier
+    tokens (its ancestors) only, so it computes what feeding its whole path would. Per forward the cache is
+    appended to once per layer, whatever the number of nodes: no node copies its prompt's or its parent's KV.
     """
 
     def __init__(self, model, prompts_ids: Sequence[Sequence[int]], pad_id: int = 0, prompt_state=None):
-        self.model = model
+        self.model, self.pad_id = model, pad_id
         self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
         self.lengths = [len(q) for q in prompts_ids]
         if prompt_state is None:
             prompt_state = prompts_pass(model, prompts_ids, pad_id)
-        logits, self.cache = prompt_state[:2]
-        self.mask = prompt_state[2]
+        logits, cache, mask = prompt_state[:3]
+        self.cache = _detached(cache)
+        self.prompt_mask = mask.bool()
+        self.columns = mask.shape[1]  # the cache's length so far
         self.root_logps = torch.log_softmax(logits[:, -1].float(), -1)
         self.forward_tokens = [0] * len(prompts_ids)
         self.forwards = 0
 
     @torch.inference_mode()
-    def next_logps(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]]) -> torch.Tensor:
-        """``[len(paths), V]`` log-probabilities of the token after each (non-empty) path of prompt ``owners[i]``."""
-        b, width = len(paths), max(len(p) for p in paths)
-        ids = torch.zeros((b, width), dtype=torch.long)
-        tail = torch.ones((b, width), dtype=torch.long)
-        pos = torch.zeros((b, width), dtype=torch.long)
-        for i, (owner, path) in enumerate(zip(owners, paths)):
-            pad = width - len(path)
-            ids[i, pad:] = torch.tensor(path)
-            tail[i, :pad] = 0
-            pos[i] = self.lengths[owner]
-            pos[i, pad:] += torch.arange(len(path))
-            self.forward_tokens[owner] += len(path)
-        rows = torch.tensor(list(owners))
-        cache = _rows_of(self.cache, list(owners), self.device)
-        mask = torch.cat([self.mask[rows], tail], dim=1)
-        logits, _ = _forward(self.model, ids.to(self.device), mask.to(self.device), pos.to(self.device), past=cache,
-                             keep_last_only=True)
+    def expand(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]],
+               ancestors: Sequence[tuple[int, ...]]) -> tuple[torch.Tensor, list[int]]:
+        """``[len(paths), V]`` log-probabilities of the token after each (non-empty) path of prompt ``owners[i]``,
+        whose earlier tokens sit in columns ``ancestors[i]``; and the column each path's last token now holds."""
+        members = [[] for _ in self.lengths]
+        for n, o in enumerate(owners):
+            members[o].append(n)
+        q, c = max(len(m) for m in members), self.columns
+        ids = torch.full((len(members), q), self.pad_id, dtype=torch.long)
+        pos = torch.zeros_like(ids)
+        allowed = torch.zeros((len(members), q, c + q), dtype=torch.bool)
+        allowed[:, :, :self.prompt_mask.shape[1]] = self.prompt_mask.unsqueeze(1)
+        allowed[:, torch.arange(q), c + torch.arange(q)] = True
+        where = [(0, 0)] * len(paths)
+        for o, nodes in enumerate(members):
+            for j, n in enumerate(nodes):
+                ids[o, j], pos[o, j] = paths[n][-1], self.lengths[o] + len(paths[n]) - 1
+                allowed[o, j, list(ancestors[n])] = True
+                where[n] = (o, j)
+                self.forward_tokens[o] += 1
+        logits, self.cache = _forward(self.model, ids.to(self.device), attention_bias(allowed.to(self.device), self.dtype),
+                                      pos.to(self.device), past=self.cache)
+        self.columns += q
         self.forwards += 1
-        return torch.log_softmax(logits[:, -1].float(), -1)
-
-    @property
-    def incremental(self) -> bool:
-        """Whether :meth:`extend` can reuse each parent's KV (a cache that keeps tensors per layer, transformers 5)."""
-        return _per_layer_tensors(self.cache)
-
-    @torch.inference_mode()
-    def extend(self, owners: Sequence[int], paths: Sequence[tuple[int, ...]], kvs: Sequence[list | None]):
-        """:meth:`next_logps`, feeding each path's last token only: ``kvs[i]`` is the KV of ``paths[i][:-1]`` (its
-        parent's, None for a one-token path). Returns the log-probabilities and each path's own KV (per layer
-        ``(keys, values)`` of its tokens, for its children). Rows sit on their prompt's cache rows, then their
-        parents' KV right-aligned (left padding masked), then the new token."""
-        b, lens = len(paths), [len(p) - 1 for p in paths]
-        width = max(lens)
-        cache = _rows_of(self.cache, list(owners), self.device)
-        for j, layer in enumerate(cache.layers if width else []):
-            for name in ("keys", "values"):
-                prompt = getattr(layer, name)
-                tail = prompt.new_zeros(b, prompt.shape[1], width, prompt.shape[3])
-                for i, kv in enumerate(kvs):
-                    if lens[i]:
-                        tail[i, :, width - lens[i]:] = kv[j][name == "values"][0]
-                setattr(layer, name, torch.cat([prompt, tail], dim=2))
-        tail_mask = torch.zeros((b, width + 1), dtype=torch.long)
-        for i, n in enumerate(lens):
-            tail_mask[i, width - n:] = 1
-            self.forward_tokens[owners[i]] += 1
-        mask = torch.cat([self.mask[torch.tensor(list(owners))], tail_mask], dim=1)
-        ids = torch.tensor([[p[-1]] for p in paths])
-        pos = torch.tensor([[self.lengths[o] + n] for o, n in zip(owners, lens)])
-        logits, out = _forward(self.model, ids.to(self.device), mask.to(self.device), pos.to(self.device), past=cache,
-                               keep_last_only=True)
-        self.forwards += 1
-        own = [[(layer.keys[i:i + 1, :, -(n + 1):].clone(), layer.values[i:i + 1, :, -(n + 1):].clone())
-                for layer in out.layers] for i, n in enumerate(lens)]
-        return torch.log_softmax(logits[:, -1].float(), -1), own
+        rows, cols = (torch.tensor(x, device=self.device) for x in zip(*where))
+        return torch.log_softmax(logits[rows, cols].float(), -1), [c + j for _, j in where]
 
 
-def _rows_of(cache, rows: Sequence[int], device):
-    """A new cache holding ``rows`` of ``cache`` (repeats allowed), which stays as it is. Where the cache keeps
-    its tensors per layer (transformers 5), the layers are copied shallowly and hold the selected rows: views
-    when every row is the same prompt's (nothing copied until the forward appends), one copy of the rows
-    otherwise; else the whole cache is copied, then selected."""
-    if not _per_layer_tensors(cache):
-        new = copy.deepcopy(cache)
-        new.batch_select_indices(torch.tensor(list(rows), device=device))
-        return new
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    for layer in new.layers:
-        for name in ("keys", "values"):
-            t = getattr(layer, name)
-            setattr(layer, name, t[rows[0]:rows[0] + 1].expand(len(rows), -1, -1, -1) if len(set(rows)) == 1
-                    else t[torch.tensor(list(rows), device=t.device)])
-    return new
-
-
-def _per_layer_tensors(cache) -> bool:
+def _detached(cache):
+    """A cache that can grow while ``cache`` stays as it is. transformers' per-layer caches append by making new
+    tensors, so copies of the layer objects suffice: nothing is copied until the first append."""
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(hasattr(x, "keys") and hasattr(x, "values") for x in layers)
+    if not (layers and all(hasattr(x, "keys") and hasattr(x, "values") for x in layers)):
+        raise TasksupError(f"the exact search needs a cache of attention keys and values per layer; this model's is a "
+                           f"{type(cache).__name__}")
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in layers]
+    return new
 
 
 SEARCH_BATCH = 8  # frontier nodes a search expands per forward (1: one node at a time). Measured 2026-12-07: Fig. 6
@@ -372,7 +352,7 @@ class _Search:
     def __init__(self, reader: OutputReader, root_logp: torch.Tensor, k: int, max_tokens: int,
                  max_expansions: int | None, batch: int, one_logp):
         self.reader, self.k, self.max_tokens, self.max_expansions, self.batch = reader, k, max_tokens, max_expansions, batch
-        self.one_logp = one_logp  # path -> its next-token log-probabilities (a window recomputed: rare)
+        self.one_logp = one_logp  # node -> its next-token log-probabilities (a window recomputed: rare)
         self.heap: list = []
         self.counter = itertools.count()
         self.found: dict[str, float] = {}
@@ -390,7 +370,7 @@ class _Search:
 
     def _push_child(self, node: _Node, rank: int) -> None:
         if rank == node.first_rank + len(node.sorted_ids) and len(node.sorted_ids) == CHILD_CHUNK:
-            w = self._window(node.tokens, node.logp, self.one_logp(node.tokens), rank)  # the next window, recomputed
+            w = self._window(node.tokens, node.logp, self.one_logp(node), rank)  # the next window, recomputed
             node.sorted_logp, node.sorted_ids, node.first_rank = w.sorted_logp, w.sorted_ids, rank
         i = rank - node.first_rank
         if i < len(node.sorted_ids) and np.isfinite(node.sorted_logp[i]):
@@ -407,7 +387,7 @@ class _Search:
 
     def want(self) -> list[tuple]:
         """Pop up to ``batch`` frontier nodes, best first: record the complete ones, return the rest to expand, each
-        as ``(path, log-probability, its parent's KV)``."""
+        as ``(path, log-probability, its parent's cache columns)``."""
         pending: list[tuple] = []
         while self.heap and len(pending) < self.batch and not (not pending and len(self.certified()) >= self.k):
             neg, _, parent, rank = heapq.heappop(self.heap)
@@ -424,13 +404,13 @@ class _Search:
                     self.exhausted = True
                     break
                 self.expansions += 1
-                pending.append((path, -neg, parent.kv))
+                pending.append((path, -neg, parent.columns))
         return pending
 
-    def give(self, pending: list[tuple], logps: torch.Tensor, kvs: list | None = None) -> None:
-        for j, ((path, logp, _), lp) in enumerate(zip(pending, logps)):
+    def give(self, pending: list[tuple], logps: torch.Tensor, columns: list[int]) -> None:
+        for (path, logp, above), lp, column in zip(pending, logps, columns):
             node = self._window(path, logp, lp)
-            node.kv = kvs[j] if kvs is not None else None
+            node.columns = above + (column,)
             self._push_child(node, 0)
 
 
@@ -479,25 +459,24 @@ def best_first_many(model, tokenizer, prompts_ids: Sequence[list[int]], k: int, 
         raise TasksupError("top_outputs needs k >= 1, max_tokens >= 1 and a search batch >= 1")
     if stop is None and not eos_ids:
         raise TasksupError("top_outputs needs a stop string or a tokenizer with an EOS token")
-    steps = _Continuations(model, prompts_ids, pad_id, prompt_state)
-    incremental = steps.incremental
-    searches = [_Search(OutputReader(tokenizer, ids, stop, eos_ids), steps.root_logps[i], k, max_tokens, max_expansions,
-                        batch, lambda path, i=i: steps.next_logps([i], [path])[0] if path else steps.root_logps[i])
-                for i, ids in enumerate(prompts_ids)]
+    tree = _SearchTree(model, prompts_ids, pad_id, prompt_state)
+
+    def one_logp(i: int, node: _Node) -> torch.Tensor:
+        return tree.expand([i], [node.tokens], [node.columns[:-1]])[0][0] if node.tokens else tree.root_logps[i]
+
+    searches = [_Search(OutputReader(tokenizer, ids, stop, eos_ids), tree.root_logps[i], k, max_tokens, max_expansions,
+                        batch, lambda node, i=i: one_logp(i, node)) for i, ids in enumerate(prompts_ids)]
     while True:
         wanted = [(i, s.want()) for i, s in enumerate(searches) if not s.done]
         wanted = [(i, pending) for i, pending in wanted if pending]
         if not wanted:
             break
-        owners = [i for i, pending in wanted for _ in pending]
-        paths = [path for _, pending in wanted for path, _, _ in pending]
-        if incremental:  # feed each node's last token on its parent's KV
-            logps, kvs = steps.extend(owners, paths, [kv for _, pending in wanted for _, _, kv in pending])
-        else:  # rerun every path whole
-            logps, kvs = steps.next_logps(owners, paths), None
+        logps, columns = tree.expand([i for i, pending in wanted for _ in pending],
+                                     [path for _, pending in wanted for path, _, _ in pending],
+                                     [above for _, pending in wanted for _, _, above in pending])
         start = 0
         for i, pending in wanted:
-            searches[i].give(pending, logps[start:start + len(pending)], kvs and kvs[start:start + len(pending)])
+            searches[i].give(pending, logps[start:start + len(pending)], columns[start:start + len(pending)])
             start += len(pending)
-    return [SearchResult(s.certified()[:k], steps.forward_tokens[i], s.expansions, s.duplicates, len(prompts_ids[i]),
-                         exhausted=s.exhausted, forwards=steps.forwards) for i, s in enumerate(searches)]
+    return [SearchResult(s.certified()[:k], tree.forward_tokens[i], s.expansions, s.duplicates, len(prompts_ids[i]),
+                         exhausted=s.exhausted, forwards=tree.forwards) for i, s in enumerate(searches)]
