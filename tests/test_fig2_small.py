@@ -67,7 +67,8 @@ def test_each_setting_runs_on_the_committed_model(setting, tmp_path):
     assert (run.path / "fig2.png").is_file()
 
 
-RECIPES = [("train_fig2_small_mixed_pairs.yaml", "fig2-small"),
+RECIPES = [("train_fig2_small_mixed_pairs_stage2.yaml", "fig2-small"),
+           ("train_fig2_small_mixed_pairs.yaml", "fig2-small/recipes/fig2-small-mixed-pairs-stage1"),
            ("train_fig2_small_mixed_settings.yaml", "fig2-small/recipes/fig2-small-mixed-settings"),
            ("train_fig2_small_digits.yaml", "fig2-small/recipes/fig2-small-one-task"),
            ("train_fig2_small_stage4.yaml", "fig2-small/recipes/bpe-stage4"),

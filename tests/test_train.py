@@ -296,7 +296,8 @@ def test_mixed_sequences_target_every_answer_with_its_own_task():
         [s.text for s in plain.training_sequences(0, range(16))]
 
 
-@pytest.mark.parametrize("config", ["train_fig2_small_mixed_settings.yaml", "train_fig2_small_mixed_pairs.yaml", "train_numeric6_mixed_l.yaml"])
+@pytest.mark.parametrize("config", ["train_fig2_small_mixed_settings.yaml", "train_fig2_small_mixed_pairs.yaml",
+                                    "train_fig2_small_mixed_pairs_stage2.yaml", "train_numeric6_mixed_l.yaml"])
 def test_the_committed_mixed_corpora_never_held_a_held_out_combination(config):
     """Every sequence of every step of the shipped stand-ins' runs, drawn as the run drew it: no Figure-2 setting's
     two tasks together (fig2-small), never more than 2 of the 6 numeric6 tasks (numeric6-mixed-*: one seed, so one
