@@ -58,6 +58,10 @@ NUMBERS = [
      [["per_prompt", "committed"], ["per_prompt", "follows_example_1"]], "{:.3f}"),
     ("distribution D1) is {} / {} / {} / {} from", "results/fig6_numeric6_mixed/summary.json",
      [["models", i, "distributions", "D1", "r", "mean"] for i in range(4)], "{:.2f}"),
+    ("reverses it (95% intervals [{}, {}] against [{}, {}])", "results/fig6_numeric6_mixed/summary.json",
+     [["models", i, "distributions", "D1", "r", end] for i in (2, 3) for end in ("ci_low", "ci_high")], "{:.2f}"),
+    ("model's answer probabilities P falls likewise, {} / {} / {} / {}", "results/fig6_numeric6_mixed/summary.json",
+     [["models", i, "distributions", "D1", "kl", "mean"] for i in range(4)], "{:.2f}"),
     ("by at most {} over", "results/theory/verify.json", [["max_output_error_exact"]], "{:.1e}"),
 ]
 

@@ -37,6 +37,17 @@ def test_in_context_matches_full_forward(tiny_lm, arch, terminator):
     assert rel_error(fast, slow(in_context_logprob, lm, PROMPTS, ANSWERS, terminator)).max() <= RTOL
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neox"])
+@pytest.mark.parametrize("prompts", [["7", "ab\ncd\nx"], ["7", "8"]], ids=["one-token-and-longer", "all-one-token"])
+def test_one_token_prompts(tiny_lm, arch, prompts):
+    """A one-token prefix runs nothing before its answers' sequence (no cache at all when every prefix is one)."""
+    lm = tiny_lm(arch)
+    assert len(lm.encode(prompts[0])) == 1
+    answers = [["3", "three", "x\n"]] * len(prompts)
+    fast = lm.answer_logprobs(prompts, answers)
+    assert rel_error(fast, slow(in_context_logprob, lm, prompts, answers)).max() <= RTOL
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_separate_matches_literal_eq3(tiny_lm, arch):
     lm = tiny_lm(arch)
