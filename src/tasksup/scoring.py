@@ -306,12 +306,13 @@ def _detached(cache):
     return new
 
 
-SEARCH_BATCH = 8  # frontier nodes a search expands per forward (1: one node at a time). Measured 2026-12-07: Fig. 6
-# end to end on numeric6 (8 prompts searched together), 2 -> 22-25 s, 3-8 -> 19-22 s (within noise); the bench's
-# median prompt (760 tokens, 50k vocabulary, 128 expansions either way): 4 -> 1.0-1.1 s, 8 -> 0.6-0.8 s on 2 threads,
-# 1.2-1.4 s and 0.9-1.0 s on 1 (a wider batch uses the cores; beyond it, wasted expansions grow)
+SEARCH_BATCH = 16  # frontier nodes a search expands per forward (1: one node at a time). Measured 2026-12-07 with
+# the tree in one cache, the bench's 3 prompts (760 tokens, 50k vocabulary), ms (expansions) at 4 / 8 / 16 / 32 nodes:
+# 2 threads 262 (68) / 190 (72) / 157 (80) / 148 (96), 421 (128) / 270 / 202 / 189 (160), 505 (152) / 315 / 233 (160)
+# / 203 (192); 1 thread alike. Beyond 16 the forwards saved are mostly spent on nodes a smaller batch never expands.
 FORWARD_ROWS = 32  # searches of several prompts share a forward: each gets min(SEARCH_BATCH, FORWARD_ROWS // prompts)
-# nodes (Fig. 6, 8 prompts at a time: 4 each -> 26-28 s end to end, 8 each -> 30-35 s)
+# nodes. Fig. 6 (8 prompts at a time, 4 nodes each), 48 prompts on numeric6-l / -s: 32 rows 374 / 120 ms, 48 rows
+# 367 / 131, 64 rows 351 / 141, 128 rows 383 / 130: no gain beyond the noise
 
 
 class OutputReader:
