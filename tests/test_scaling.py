@@ -12,7 +12,7 @@ import pytest
 from reference import in_context_logprob
 from typer.testing import CliRunner
 
-from tasksup import metrics
+from tasksup import metrics, scoring
 from tasksup.cli import app
 from tasksup.config import read_yaml
 from tasksup.errors import TasksupError
@@ -149,11 +149,13 @@ def test_score_and_search_equals_separate_calls_and_the_reference(tiny_lm, arch)
     np.testing.assert_allclose(scores.logprobs, lm.score(texts, answers, "\n").logprobs, rtol=1e-5)
     slow = [[in_context_logprob(lm, t, a, "\n") for a in row] for t, row in zip(texts, answers)]
     np.testing.assert_allclose(scores.logprobs, slow, rtol=1e-4)
+    batch = min(scoring.SEARCH_BATCH, scoring.FORWARD_ROWS // len(texts))  # each prompt's share of a forward
     for t, f in zip(texts, found):
         alone = lm.search(t, k=6, stop="\n", max_tokens=2)
         assert [o for o, _ in f.outputs] == [o for o, _ in alone.outputs]
         np.testing.assert_allclose([q for _, q in f.outputs], [q for _, q in alone.outputs], rtol=1e-5)
-        assert f.expansions == alone.expansions
+        same_batch = scoring.best_first_outputs(lm.model, lm.tokenizer, lm.encode(t), 6, "\n", 2, lm.eos_ids, batch=batch)
+        assert f.expansions == same_batch.expansions  # sharing forwards pops what a lone search of that batch pops
 
 
 @pytest.mark.realvocab
