@@ -154,6 +154,15 @@ def attention_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
 
 
+def _continuation_mask(prompt_mask: torch.Tensor, cached: int, q: int) -> torch.Tensor:
+    """``[P, q, cached + q]`` booleans for q new tokens per row on a cache of ``cached`` columns: each sees its row's
+    prompt (``prompt_mask`` [P, W], the first W columns) and itself; callers add the columns of its row or path."""
+    allowed = torch.zeros((prompt_mask.shape[0], q, cached + q), dtype=torch.bool)
+    allowed[:, :, :prompt_mask.shape[1]] = prompt_mask.bool().unsqueeze(1)
+    allowed[:, torch.arange(q), cached + torch.arange(q)] = True  # a padding column sees itself only
+    return allowed
+
+
 @torch.inference_mode()
 def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=None) -> list[np.ndarray]:
     """Answer log-probabilities (float64 arrays, one per plan) for a batch of plans.
@@ -179,9 +188,7 @@ def run_plans(model, plans: Sequence[ScoringPlan], pad_id: int, prefix_state=Non
         targets = torch.zeros_like(feed)
         rpos = torch.zeros_like(feed)
         row_of = torch.full_like(feed, -1)  # which row (over all plans) each fed token belongs to
-        allowed = torch.zeros((len(plans), width, prefix + width), dtype=torch.bool)
-        allowed[:, :, :prefix] = mask.bool().unsqueeze(1)
-        allowed[:, torch.arange(width), prefix + torch.arange(width)] = True  # a padding column sees itself
+        allowed = _continuation_mask(mask, prefix, width)
         row = 0
         for i, p in enumerate(plans):
             t = 0
@@ -259,7 +266,7 @@ class _SearchTree:
             prompt_state = prompts_pass(model, prompts_ids, pad_id)
         logits, cache, mask = prompt_state[:3]
         self.cache = _detached(cache)
-        self.prompt_mask = mask.bool()
+        self.prompt_mask = mask
         self.columns = mask.shape[1]  # the cache's length so far
         self.root_logps = torch.log_softmax(logits[:, -1].float(), -1)
         self.forward_tokens = [0] * len(prompts_ids)
@@ -276,9 +283,7 @@ class _SearchTree:
         q, c = max(len(m) for m in members), self.columns
         ids = torch.full((len(members), q), self.pad_id, dtype=torch.long)
         pos = torch.zeros_like(ids)
-        allowed = torch.zeros((len(members), q, c + q), dtype=torch.bool)
-        allowed[:, :, :self.prompt_mask.shape[1]] = self.prompt_mask.unsqueeze(1)
-        allowed[:, torch.arange(q), c + torch.arange(q)] = True
+        allowed = _continuation_mask(self.prompt_mask, c, q)
         where = [(0, 0)] * len(paths)
         for o, nodes in enumerate(members):
             for j, n in enumerate(nodes):
