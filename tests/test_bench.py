@@ -61,4 +61,5 @@ def test_bench_command_prints_json_last():
             assert np.isfinite(row[key]) and row[key] > 0, key
         assert row["max_abs_logprob_diff"] < 1e-4
         assert row["topk_same_as_one_node_search"] and row["topk_max_rel_prob_diff"] < 1e-4
+        assert 0 <= row["topk_max_abs_prob_diff"] <= row["topk_max_rel_prob_diff"]  # probabilities are <= 1
         assert row["ours_over_bare_k4"] >= 0.5  # ours includes the bare forward (timing noise aside)

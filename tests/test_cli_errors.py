@@ -279,6 +279,18 @@ def test_cli_imports_no_torch_before_checking_input():
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("args, status", [(["tasks"], 0), (["run", "missing.yaml"], 2)])
+def test_console_script_sets_the_collector_for_its_process(args, status):
+    """cliutil.main, on success and on a one-line error alike: a first generation of GC_FIRST_GENERATION objects
+    while the command runs, and the heap frozen before the interpreter shuts down."""
+    code = ("import atexit, gc, sys; from tasksup import cli, cliutil; atexit.register(lambda: print("
+            "gc.get_threshold()[0] == cliutil.GC_FIRST_GENERATION, gc.get_freeze_count() > 0)); "
+            f"sys.argv = ['tasksup', *{args!r}]; cli.main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
+    assert res.returncode == status, res.stderr
+    assert res.stdout.splitlines()[-1] == "True True", res.stdout + res.stderr
+
+
 def test_every_numeric_setting_has_a_range():
     """config.RANGES covers every int/float setting of every experiment Config and of TrainConfig."""
     from tasksup.config import RANGES
