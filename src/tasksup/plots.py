@@ -249,7 +249,8 @@ def scaling_bars(models: Sequence[str], stats: dict, ylabel: str, title: str, st
     error bars are the confidence intervals, named by ``interval`` in the legend's title. ``ceiling``
     draws the largest possible value (r = K).
     """
-    fig, ax = plt.subplots(figsize=(1.4 * len(models) + 2.0, 3.6))
+    per_model = max(1.4, 0.08 * max(len(line) for m in models for line in m.split("\n")))  # labels side by side
+    fig, ax = plt.subplots(figsize=(per_model * len(models) + 2.0, 3.6))
     width = 0.8 / len(stats)
     x = np.arange(len(models))
     for j, (name, (mean, low, high)) in enumerate(stats.items()):
